@@ -1,0 +1,176 @@
+"""The WebSocket endpoint: decode a frame, validate it, dispatch it by event to a handler, send the reply.
+
+Handlers are a line or two each: the rules live in ``channels_app.services`` and ``settlement.engine``, run in one
+``database_sync_to_async`` call per request, so the reply goes out only after the state change committed.
+Requests on one connection are handled in order (Channels dispatches one message at a time per consumer).
+"""
+import json
+import logging
+import uuid
+from decimal import Decimal
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from channels_app import schemas
+from channels_app.errors import ErrorCode, ProtocolError, error_frame
+from channels_app.events import Event
+from channels_app.notifications import peer_group
+from channels_app.services import auth, channels, tokens, trades
+from operatorapi.keys import operator_keys
+from settlement import engine
+
+logger = logging.getLogger(__name__)
+
+NO_REPLY = object()  # a handler that answers nothing (subscribe_notifications) or has answered itself
+CLOSE_AUTH_FAILED = 4403
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+class OperatorConsumer(AsyncJsonWebsocketConsumer):
+    peer = None
+    challenge: auth.Challenge | None = None
+    auth_failures = 0
+    subscription_reqid: int | None = None
+
+    # --- connection lifecycle -------------------------------------------------------------------------------
+    async def connect(self):
+        await self.accept()
+        await self.send_json({"event": Event.VERSION, "reqid": 0, "data": {"version": settings.API_VERSION}})
+        await self.send_json(
+            {"event": Event.IDENTITY_ADDRESS, "reqid": 0, "data": {"address": operator_keys().address}}
+        )
+        await self.send_challenge(0)
+
+    async def disconnect(self, code):
+        if self.subscription_reqid is not None:
+            await self.channel_layer.group_discard(peer_group(self.peer.address), self.channel_name)
+
+    async def send_challenge(self, reqid: int) -> None:
+        self.challenge = auth.Challenge.issue()
+        await self.send_json({"event": Event.CHALLENGE, "reqid": reqid, "data": {"challenge": self.challenge.value}})
+
+    # --- frames ---------------------------------------------------------------------------------------------
+    @classmethod
+    async def decode_json(cls, text_data):
+        # Floats never appear: a JSON number with a point becomes a Decimal (and then fails the strict schema).
+        return json.loads(text_data, parse_float=Decimal, parse_constant=_reject_constant)
+
+    @classmethod
+    async def encode_json(cls, content):
+        return json.dumps(content, separators=(",", ":"), ensure_ascii=False)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        reqid = 0
+        event = None
+        try:
+            if text_data is None:
+                raise ProtocolError(ErrorCode.INVALID_MESSAGE, "binary frames are not supported; send JSON text")
+            if len(text_data) > settings.MAX_FRAME_BYTES or len(text_data.encode()) > settings.MAX_FRAME_BYTES:
+                raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"frame exceeds {settings.MAX_FRAME_BYTES} bytes")
+            try:
+                frame = await self.decode_json(text_data)
+            except (ValueError, RecursionError):
+                raise ProtocolError(ErrorCode.INVALID_JSON, "frame is not valid JSON") from None
+            reqid = schemas.parse_reqid(frame)
+            event = schemas.parse_event(frame)
+            await self.handle_request(reqid, event, frame)
+        except ProtocolError as exc:
+            await self.send_json(error_frame(reqid, exc.code, exc.message))
+        except Exception:
+            correlation_id = uuid.uuid4().hex[:12]
+            logger.exception("internal error %s on %s (reqid %s)", correlation_id, event, reqid)
+            await self.send_json(error_frame(reqid, ErrorCode.INTERNAL_ERROR,
+                                             f"internal error; reference {correlation_id}"))
+
+    async def handle_request(self, reqid: int, event: Event, frame: dict) -> None:
+        if event == Event.AUTHENTICATE:
+            await self.authenticate(reqid, frame)
+            return
+        if self.peer is None:
+            raise ProtocolError(ErrorCode.NOT_AUTHENTICATED, "authenticate first")
+        data = schemas.parse_data(event, frame)
+        result = await self.handlers[event](self, reqid, data)
+        if result is not NO_REPLY:
+            await self.reply(reqid, event, result)
+
+    async def reply(self, reqid: int, event: Event, data: dict | None = None) -> None:
+        frame = {"event": event, "reqid": reqid}
+        if data is not None:
+            frame["data"] = data
+        await self.send_json(frame)
+
+    # --- authentication -------------------------------------------------------------------------------------
+    async def authenticate(self, reqid: int, frame: dict) -> None:
+        if self.peer is not None:
+            raise ProtocolError(ErrorCode.ALREADY_AUTHENTICATED, "this connection is already authenticated")
+        outstanding, self.challenge = self.challenge, None  # single-use, whatever the outcome
+        try:
+            data = schemas.parse_data(Event.AUTHENTICATE, frame)
+            address = auth.recover_signer(outstanding, data)
+            self.peer = await database_sync_to_async(auth.admit_peer)(address=address)
+        except ProtocolError as exc:
+            self.auth_failures += 1
+            await self.send_json(error_frame(reqid, exc.code, exc.message))
+            if self.auth_failures >= settings.MAX_AUTH_FAILURES:
+                await self.close(code=CLOSE_AUTH_FAILED)
+            else:
+                await self.send_challenge(reqid)
+            return
+        self.auth_failures = 0
+        await self.reply(reqid, Event.AUTHENTICATE)
+
+    # --- request handlers: (reqid, validated data) -> reply data | None | NO_REPLY --------------------------
+    async def open_channel(self, reqid, data):
+        channel = await database_sync_to_async(channels.open_channel)(initiator=self.peer, data=data)
+        return {"channel_id": channel.channel_id}
+
+    async def record_trade(self, reqid, data):
+        recorded = await database_sync_to_async(trades.record_trade)(peer=self.peer, data=data)
+        return {"channel_id": recorded.channel.channel_id, "external_id": recorded.trade.external_id}
+
+    async def positions(self, reqid, data):
+        book = await database_sync_to_async(channels.live_positions)(peer=self.peer, channel_id=data.channel_id)
+        return {"channel_id": data.channel_id, "positions": book}
+
+    async def channel_jwt(self, reqid, data):
+        token = await database_sync_to_async(tokens.issue_channel_jwt)(peer=self.peer, channel_id=data.channel_id)
+        return {"jwt": token}
+
+    async def close_channel(self, reqid, data):
+        channel = await database_sync_to_async(channels.close_channel)(peer=self.peer, channel_id=data.channel_id)
+        return {"channel_id": channel.channel_id}
+
+    async def subscribe_notifications(self, reqid, data):
+        await self.channel_layer.group_add(peer_group(self.peer.address), self.channel_name)
+        self.subscription_reqid = reqid
+        return NO_REPLY
+
+    async def request_settlement(self, reqid, data):
+        settlement = await database_sync_to_async(engine.request_settlement)(peer=self.peer, data=data)
+        await self.reply(reqid, Event.REQUEST_SETTLEMENT)
+        try:  # the proposal is committed and answered; acceptance and payment follow as notifications
+            await database_sync_to_async(engine.apply_accept_policy)(settlement.pk)
+        except Exception:
+            logger.exception("settlement %s: policy/payment run failed; left in its state for back office",
+                             settlement.pk)
+        return NO_REPLY
+
+    handlers = {
+        Event.OPEN_CHANNEL: open_channel,
+        Event.RECORD_TRADE: record_trade,
+        Event.POSITIONS: positions,
+        Event.CHANNEL_JWT: channel_jwt,
+        Event.CLOSE_CHANNEL: close_channel,
+        Event.SUBSCRIBE_NOTIFICATIONS: subscribe_notifications,
+        Event.REQUEST_SETTLEMENT: request_settlement,
+    }
+
+    # --- notifications from the peer's group ----------------------------------------------------------------
+    async def notify(self, message):
+        if self.subscription_reqid is not None:
+            await self.send_json({"event": message["event"], "reqid": self.subscription_reqid, "data": message["data"]})

@@ -1,0 +1,178 @@
+"""Peers, channels, trades, positions and mark prices.
+
+Positions are stored from the channel initiator's point of view (signed quantity); every figure a peer sees is
+derived for that peer by ``channels_app.notifications``. Trades are the ledger: written once, never edited.
+"""
+from decimal import Decimal
+
+from django.db import models
+from django.db.models import Q
+
+from channels_app.accounting import Book
+from channels_app.money import ZERO, ExactDecimalField
+
+INITIATOR, RESPONDER = "Initiator", "Responder"
+
+
+class Peer(models.Model):
+    """A broker, identified by its Ethereum address (stored EIP-55 checksummed)."""
+
+    address = models.CharField(max_length=42, unique=True)
+    name = models.CharField(max_length=64, blank=True)
+    url = models.CharField(max_length=200, blank=True)
+    is_disabled = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    first_seen = models.DateTimeField(null=True, blank=True, help_text="First successful authentication")
+    last_seen = models.DateTimeField(null=True, blank=True, help_text="Latest successful authentication")
+
+    class Meta:
+        ordering = ["address"]
+
+    def __str__(self):
+        return f"{self.name} ({self.address})" if self.name else self.address
+
+
+class ChannelStatus(models.TextChoices):
+    OPENING = "opening"
+    OPENED = "opened"
+    SETTLING = "settling"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+CHANNEL_TRANSITIONS = {
+    ChannelStatus.OPENING: frozenset({ChannelStatus.OPENED}),
+    ChannelStatus.OPENED: frozenset({ChannelStatus.SETTLING, ChannelStatus.CLOSING}),
+    ChannelStatus.SETTLING: frozenset({ChannelStatus.OPENED}),
+    ChannelStatus.CLOSING: frozenset({ChannelStatus.CLOSED}),
+}
+TRADING_STATUSES = frozenset({ChannelStatus.OPENED, ChannelStatus.SETTLING})
+
+
+class Channel(models.Model):
+    channel_id = models.CharField(max_length=66, unique=True, help_text="0x + 64 hex, derived as Nitro does")
+    initiator = models.ForeignKey(Peer, on_delete=models.PROTECT, related_name="initiated_channels")
+    responder = models.ForeignKey(Peer, on_delete=models.PROTECT, related_name="responded_channels")
+    nonce = models.PositiveBigIntegerField()
+    margin_deposit = ExactDecimalField()
+    status = models.CharField(max_length=16, choices=ChannelStatus.choices, default=ChannelStatus.OPENING)
+    responder_name = models.CharField(max_length=64, blank=True, help_text="As the initiator named its peer")
+    responder_url = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["initiator", "responder", "nonce"], name="channel_pair_nonce_unique"),
+            models.CheckConstraint(condition=~Q(initiator=models.F("responder")), name="channel_distinct_parties"),
+        ]
+
+    def __str__(self):
+        return self.channel_id
+
+    def role_of(self, peer_id: int) -> str | None:
+        if peer_id == self.initiator_id:
+            return INITIATOR
+        if peer_id == self.responder_id:
+            return RESPONDER
+        return None
+
+
+class Trade(models.Model):
+    """One execution between the two parties, as recorded by one of them. Immutable once stored."""
+
+    channel = models.ForeignKey(Channel, on_delete=models.PROTECT, related_name="trades")
+    external_id = models.CharField(max_length=128)
+    recorded_by = models.ForeignKey(Peer, on_delete=models.PROTECT, related_name="recorded_trades")
+    market = models.CharField(max_length=33)
+    direction = models.CharField(max_length=4, help_text="As the recording peer sent it")
+    initiator_direction = models.CharField(max_length=4, help_text="The same trade from the initiator's side")
+    amount = ExactDecimalField()
+    price = ExactDecimalField()
+    executed_at = models.BigIntegerField(help_text="Unix seconds")
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["channel", "external_id"], name="trade_external_id_unique")]
+
+    def __str__(self):
+        return f"{self.external_id}: {self.direction} {self.amount} {self.market} @ {self.price}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise ValueError("a recorded trade is never edited")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("a recorded trade is never deleted")
+
+
+class PositionStatus(models.TextChoices):
+    OPEN = "open"
+    IN_SETTLEMENT = "in_settlement"
+    SETTLED = "settled"
+    CLOSED = "closed"
+
+
+POSITION_TRANSITIONS = {
+    PositionStatus.OPEN: frozenset({PositionStatus.CLOSED, PositionStatus.IN_SETTLEMENT}),
+    PositionStatus.IN_SETTLEMENT: frozenset({PositionStatus.OPEN, PositionStatus.SETTLED}),
+    PositionStatus.CLOSED: frozenset({PositionStatus.SETTLED}),  # flat, its realized PnL paid by a settlement
+}
+LIVE_POSITION_STATUSES = (PositionStatus.OPEN, PositionStatus.IN_SETTLEMENT)
+UNSETTLED_POSITION_STATUSES = (PositionStatus.OPEN, PositionStatus.IN_SETTLEMENT, PositionStatus.CLOSED)
+
+
+class Position(models.Model):
+    """Net of the trades in one market of one channel, from the initiator's side (``quantity`` signed)."""
+
+    channel = models.ForeignKey(Channel, on_delete=models.PROTECT, related_name="positions")
+    market = models.CharField(max_length=33)
+    status = models.CharField(max_length=16, choices=PositionStatus.choices, default=PositionStatus.OPEN)
+    quantity = ExactDecimalField(default=ZERO, help_text="Signed, initiator's side: + long, - short")
+    cost = ExactDecimalField(default=ZERO)
+    realized_pnl = ExactDecimalField(default=ZERO, help_text="Initiator's side")
+    last_price = ExactDecimalField(help_text="Price of the latest trade: the mark until back office sets one")
+    settle_price = ExactDecimalField(null=True, blank=True, help_text="Mark frozen when a settlement took it")
+    opened_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["channel_id", "market", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["channel", "market"], condition=Q(status="open"), name="one_open_position_per_market"
+            )
+        ]
+        indexes = [models.Index(fields=["channel", "status"])]
+
+    def __str__(self):
+        return f"{self.market} {self.quantity} ({self.status})"
+
+    @property
+    def book(self) -> Book:
+        return Book(quantity=self.quantity, cost=self.cost, realized_pnl=self.realized_pnl)
+
+    def set_book(self, book: Book) -> None:
+        self.quantity, self.cost, self.realized_pnl = book.quantity, book.cost, book.realized_pnl
+
+
+class MarkPrice(models.Model):
+    """The latest mark per market, set by back office, a command or a feed; it overrides last trade prices."""
+
+    market = models.CharField(max_length=33, unique=True)
+    price = ExactDecimalField()
+    source = models.CharField(max_length=64, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["market"]
+
+    def __str__(self):
+        return f"{self.market} @ {self.price}"
+
+
+def marks_for(markets) -> dict[str, Decimal]:
+    return dict(MarkPrice.objects.filter(market__in=set(markets)).values_list("market", "price"))

@@ -1,0 +1,122 @@
+"""The one place notifications are built and broadcast.
+
+Each peer has a channel-layer group; a connection joins it on ``subscribe_notifications``. Payloads are built
+per recipient (every figure from that peer's side) and sent only after the transaction that changed the state
+commits, so nobody hears of a change that was rolled back. ``group_send`` is at-most-once: the database is the
+record, and clients re-read it with ``positions`` after a reconnect.
+"""
+import logging
+from decimal import Decimal
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from channels_app import accounting
+from channels_app.events import Event, StreamAction
+from channels_app.models import INITIATOR, RESPONDER, Channel, Peer, Position
+from channels_app.money import fmt
+from channels_app.valuation import balances, position_mark
+
+logger = logging.getLogger(__name__)
+
+# The consumer method that receives a notification from the group (Channels maps "type" to a method name).
+NOTIFY_TYPE = "notify"
+
+
+def peer_group(address: str) -> str:
+    return f"peer.{address.lower()}"
+
+
+def _send(address: str, event: Event, data: dict) -> None:
+    layer = get_channel_layer()
+    async_to_sync(layer.group_send)(peer_group(address), {"type": NOTIFY_TYPE, "event": str(event), "data": data})
+
+
+def send_on_commit(address: str, event: Event, data: dict) -> None:
+    """Queue a notification for ``address``'s subscribed connections; sent when the transaction commits.
+
+    robust: a channel-layer outage is logged, never turned into a failed request after the state committed.
+    """
+    transaction.on_commit(lambda: _send(address, event, data), robust=True)
+
+
+def parties(channel: Channel) -> tuple[tuple[Peer, str], tuple[Peer, str]]:
+    return (channel.initiator, INITIATOR), (channel.responder, RESPONDER)
+
+
+# --- payload builders (also used for replies, so a figure is formatted one way only) ------------------------
+def position_payload(position: Position, role: str, mark: Decimal) -> dict:
+    book = position.book if role == INITIATOR else accounting.mirror(position.book)
+    return {
+        "id": position.id,
+        "channel_id": position.channel.channel_id,
+        "market": position.market,
+        "direction": book.direction,
+        "amount": fmt(book.amount),
+        "cost": fmt(book.cost),
+        "market_value": fmt(accounting.market_value(book, mark)),
+        "pnl": fmt(accounting.unrealized_pnl(book, mark)),
+        "realized_pnl": fmt(book.realized_pnl),
+        "mark_price": fmt(mark),
+        "status": position.status,
+    }
+
+
+def counterparty_info(channel: Channel, role: str) -> dict:
+    if role == INITIATOR:
+        peer, name, url = channel.responder, channel.responder_name, channel.responder_url
+    else:
+        peer, name, url = channel.initiator, channel.initiator.name, channel.initiator.url
+    info = {"address": peer.address}
+    if url:
+        info["url"] = url
+    if name:
+        info["name"] = name
+    return info
+
+
+def stream_payload(channel: Channel, action: StreamAction, role: str, margins: tuple[Decimal, Decimal]) -> dict:
+    return {
+        "channel_id": channel.channel_id,
+        "action": str(action),
+        "channel_status": channel.status,
+        "my_role": role,
+        "peer": counterparty_info(channel, role),
+        "margin_deposit": fmt(channel.margin_deposit),
+        "initiator_margin_balance": fmt(margins[0]),
+        "follower_margin_balance": fmt(margins[1]),
+    }
+
+
+def settlement_payload(settlement, role: str) -> dict:
+    return {
+        "channel_id": settlement.channel.channel_id,
+        "settlement_id": settlement.id,
+        "state": settlement.state,
+        "settlement_state": settlement.state,
+        "payment_method": settlement.payment_method,
+        "chain_id": settlement.chain_id,
+        "markets": settlement.markets,
+        "ledger": settlement.ledger,
+        "my_role": role,
+    }
+
+
+# --- what services call -------------------------------------------------------------------------------------
+def notify_stream(channel: Channel, action: StreamAction, margins: tuple[Decimal, Decimal] | None = None) -> None:
+    margins = margins if margins is not None else balances(channel)
+    for peer, role in parties(channel):
+        send_on_commit(peer.address, Event.STREAM_NOTIFICATION, stream_payload(channel, action, role, margins))
+
+
+def notify_positions(channel: Channel, positions: list[Position], marks: dict[str, Decimal]) -> None:
+    for position in positions:
+        mark = position_mark(position, marks)
+        for peer, role in parties(channel):
+            send_on_commit(peer.address, Event.POSITION_NOTIFICATION, position_payload(position, role, mark))
+
+
+def notify_settlement(settlement) -> None:
+    for peer, role in parties(settlement.channel):
+        send_on_commit(peer.address, Event.SETTLEMENT_NOTIFICATION, settlement_payload(settlement, role))

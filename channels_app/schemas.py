@@ -1,0 +1,189 @@
+"""One typed schema per request event: the only place a client frame is validated.
+
+``parse_request`` turns a decoded frame into ``(reqid, event, data)`` or raises ``ProtocolError`` with the code
+docs/protocol.md gives (``invalid_message`` naming the field, ``invalid_decimal``, ``invalid_market``, ...).
+Types are strict: a number where a string is due (or ``"1"`` where an integer is due) is refused, never coerced.
+"""
+import re
+import time
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from eth_utils import to_checksum_address
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic_core import PydanticCustomError
+
+from channels_app.errors import ErrorCode, ProtocolError
+from channels_app.events import Event
+from channels_app.money import DecimalInputError, parse_amount
+
+MAX_REQID = 2**63 - 1
+MAX_FUTURE_SECONDS = 300
+MARKET_RE = re.compile(r"[A-Z0-9]{1,16}/[A-Z0-9]{1,16}")
+CHANNEL_ID_RE = re.compile(r"0x[0-9a-f]{64}")
+ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
+SIGNATURE_RE = re.compile(r"0x[0-9a-fA-F]{130}")
+URL_SCHEMES = frozenset({"http", "https", "ws", "wss"})
+
+
+def _positive_decimal(value: str) -> Decimal:
+    try:
+        return parse_amount(value)
+    except DecimalInputError as exc:
+        raise PydanticCustomError(ErrorCode.INVALID_DECIMAL, str(exc)) from None
+
+
+def _market(value: str) -> str:
+    if not MARKET_RE.fullmatch(value):
+        raise PydanticCustomError(ErrorCode.INVALID_MARKET, "must be BASE/QUOTE, 1-16 upper-case letters or digits each")
+    return value
+
+
+def _channel_id(value: str) -> str:
+    value = value.lower()
+    if not CHANNEL_ID_RE.fullmatch(value):
+        raise PydanticCustomError(ErrorCode.INVALID_MESSAGE, "must be 0x followed by 64 hex digits")
+    return value
+
+
+def _address(value: str) -> str:
+    if not ADDRESS_RE.fullmatch(value):
+        raise PydanticCustomError(ErrorCode.INVALID_MESSAGE, "must be 0x followed by 40 hex digits")
+    return to_checksum_address(value)
+
+
+def _signature(value: str) -> bytes:
+    if not SIGNATURE_RE.fullmatch(value):
+        raise PydanticCustomError(ErrorCode.INVALID_SIGNATURE, "must be 0x followed by 130 hex digits")
+    return bytes.fromhex(value[2:])
+
+
+def _url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in URL_SCHEMES or not parts.netloc:
+        raise PydanticCustomError(ErrorCode.INVALID_MESSAGE, "must be an http, https, ws or wss URL")
+    return value
+
+
+def _not_in_future(value: int) -> int:
+    if value > time.time() + MAX_FUTURE_SECONDS:
+        raise PydanticCustomError(ErrorCode.INVALID_MESSAGE, "is more than 300 s in the future")
+    return value
+
+
+def _distinct(values: list[str]) -> list[str]:
+    if len(set(values)) != len(values):
+        raise PydanticCustomError(ErrorCode.INVALID_MESSAGE, "lists a market twice")
+    return values
+
+
+PositiveDecimal = Annotated[StrictStr, AfterValidator(_positive_decimal)]
+Market = Annotated[StrictStr, AfterValidator(_market)]
+ChannelId = Annotated[StrictStr, AfterValidator(_channel_id)]
+Address = Annotated[StrictStr, AfterValidator(_address)]
+Int64 = Annotated[StrictInt, Field(gt=0, le=MAX_REQID)]
+
+
+class Schema(BaseModel):
+    # Unknown extra properties are ignored, as the spec allows.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class AuthenticateData(Schema):
+    challenge: Annotated[StrictStr, Field(max_length=64)]
+    signature: Annotated[StrictStr, AfterValidator(_signature)]
+
+
+class ChannelRef(Schema):
+    """channel_jwt, close_channel and positions name only a channel."""
+
+    channel_id: ChannelId
+
+
+class PeerInfo(Schema):
+    address: Address
+    url: Annotated[StrictStr, Field(max_length=200), AfterValidator(_url)] | None = None
+    name: Annotated[StrictStr, Field(max_length=64)] | None = None
+
+
+class OpenChannelData(Schema):
+    peer: PeerInfo
+    margin_deposit: PositiveDecimal
+
+
+class RecordTradeData(Schema):
+    channel_id: ChannelId
+    external_id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+    market: Market
+    direction: Literal["buy", "sell"]
+    amount: PositiveDecimal
+    price: PositiveDecimal
+    executed_at: Annotated[Int64, AfterValidator(_not_in_future)]
+
+
+class RequestSettlementData(Schema):
+    channel_id: ChannelId
+    payment_method: Literal["escrow", "mock"]
+    chain_id: Int64
+    markets: Annotated[list[Market], Field(min_length=1, max_length=256), AfterValidator(_distinct)]
+
+
+# event -> schema of its ``data`` (None: the event takes no data)
+REQUEST_SCHEMAS: dict[Event, type[Schema] | None] = {
+    Event.AUTHENTICATE: AuthenticateData,
+    Event.CHANNEL_JWT: ChannelRef,
+    Event.OPEN_CHANNEL: OpenChannelData,
+    Event.RECORD_TRADE: RecordTradeData,
+    Event.SUBSCRIBE_NOTIFICATIONS: None,
+    Event.CLOSE_CHANNEL: ChannelRef,
+    Event.POSITIONS: ChannelRef,
+    Event.REQUEST_SETTLEMENT: RequestSettlementData,
+}
+_CODES_FROM_SCHEMA = frozenset({ErrorCode.INVALID_DECIMAL, ErrorCode.INVALID_MARKET, ErrorCode.INVALID_SIGNATURE})
+
+
+def parse_reqid(frame: Any) -> int:
+    """The frame's reqid, or raises (the error then goes out with reqid 0)."""
+    if not isinstance(frame, dict):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a frame must be a JSON object")
+    reqid = frame.get("reqid")
+    if type(reqid) is not int or not 0 <= reqid <= MAX_REQID:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "reqid: must be an integer from 0 to 2^63-1")
+    return reqid
+
+
+def parse_event(frame: dict) -> Event:
+    event = frame.get("event")
+    if not isinstance(event, str):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "event: must be a string")
+    try:
+        event = Event(event)
+    except ValueError:
+        event = None
+    if event not in REQUEST_SCHEMAS:
+        raise ProtocolError(ErrorCode.UNKNOWN_EVENT, f"unknown event {frame['event'][:64]!r}")
+    return event
+
+
+def parse_data(event: Event, frame: dict) -> Schema | None:
+    schema = REQUEST_SCHEMAS[event]
+    if schema is None:
+        return None
+    try:
+        return schema.model_validate(frame.get("data"))
+    except ValidationError as exc:
+        raise _protocol_error(exc) from None
+
+
+def _protocol_error(exc: ValidationError) -> ProtocolError:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    field = ".".join(["data", *(str(part) for part in first["loc"])])
+    code = first["type"] if first["type"] in _CODES_FROM_SCHEMA else ErrorCode.INVALID_MESSAGE
+    message = first["msg"]
+    if first["type"] == "model_type":
+        message = "must be an object"
+    return ProtocolError(ErrorCode(code), f"{field}: {message}")

@@ -1,0 +1,206 @@
+"""The settlement engine: requesting a settlement, its state machine, and driving a payment through it.
+
+``transition`` is the one function that changes a settlement's state: it checks the table, records who did it
+and when, applies the side effects on positions and channel, and queues the notifications. The protocol path,
+the admin and management commands all go through it.
+"""
+import logging
+
+from django.conf import settings
+from django.db import transaction
+
+from channels_app import accounting
+from channels_app.errors import ErrorCode, ProtocolError
+from channels_app.events import StreamAction
+from channels_app.models import (
+    POSITION_TRANSITIONS,
+    ChannelStatus,
+    Peer,
+    Position,
+    PositionStatus,
+    marks_for,
+)
+from channels_app.notifications import notify_positions, notify_settlement, notify_stream
+from channels_app.schemas import RequestSettlementData
+from channels_app.services.channels import participant_channel, transition_channel
+from channels_app.statemachine import InvalidTransition, check_transition, move
+from channels_app.valuation import balances, position_mark, unsettled_positions
+from settlement.ledger import build_ledger
+from settlement.models import Settlement, SettlementState, SettlementTransition
+from settlement.payments.base import PaymentError, get_backend
+
+logger = logging.getLogger(__name__)
+S = SettlementState
+
+SETTLEMENT_TRANSITIONS = {
+    S.PROPOSED: frozenset({S.ACCEPTED, S.REJECTED}),
+    S.ACCEPTED: frozenset({S.INITIATED}),
+    S.INITIATED: frozenset({S.PREPARED, S.FAILED}),
+    S.PREPARED: frozenset({S.EXECUTED, S.FAILED}),
+    S.EXECUTED: frozenset({S.COMPLETED, S.FAILED}),
+}
+OPERATOR_ACTOR = "operator"
+
+
+def peer_actor(peer: Peer) -> str:
+    return f"peer:{peer.address}"
+
+
+def request_settlement(*, peer: Peer, data: RequestSettlementData) -> Settlement:
+    """Propose settling ``data.markets``: freeze their open positions at the mark and compute the ledger."""
+    backend = get_backend(data.payment_method)
+    with transaction.atomic():
+        channel = participant_channel(peer, data.channel_id, lock=True)
+        if channel.settlements.exclude(state__in=[S.COMPLETED, S.FAILED, S.REJECTED]).exists():
+            raise ProtocolError(ErrorCode.SETTLEMENT_IN_PROGRESS, "this channel already has a settlement in progress")
+        if channel.status != ChannelStatus.OPENED:
+            raise ProtocolError(ErrorCode.INVALID_CHANNEL_STATE, f"channel is {channel.status}; only an opened "
+                                "channel can be settled")
+        backend.check_available(chain_id=data.chain_id)
+
+        positions = unsettled_positions(channel)
+        open_by_market = {p.market: p for p in positions if p.status == PositionStatus.OPEN}
+        missing = [m for m in data.markets if m not in open_by_market]
+        if missing:
+            raise ProtocolError(ErrorCode.INVALID_MARKET, "no open position in " + ", ".join(missing))
+        marks = marks_for(data.markets)
+        frozen = [open_by_market[m] for m in data.markets]
+        for position in frozen:
+            position.settle_price = position_mark(position, marks)
+            move(position, PositionStatus.IN_SETTLEMENT, table=POSITION_TRANSITIONS)
+            position.save(update_fields=["status", "settle_price", "updated_at"])
+        # Flat positions of those markets carry realized PnL not yet paid: the settlement pays it too.
+        flat = [p for p in positions if p.market in data.markets and p.status == PositionStatus.CLOSED]
+        pnl_by_market = {}
+        for position in frozen + flat:
+            pnl = accounting.total_pnl(position.book, position_mark(position, marks))
+            pnl_by_market[position.market] = pnl_by_market.get(position.market, 0) + pnl
+
+        settlement = Settlement.objects.create(
+            channel=channel,
+            requested_by=peer,
+            payment_method=data.payment_method,
+            chain_id=data.chain_id,
+            markets=list(data.markets),
+            ledger=build_ledger(pnl_by_market),
+        )
+        settlement.positions.set(frozen + flat)
+        SettlementTransition.objects.create(settlement=settlement, to_state=S.PROPOSED, actor=peer_actor(peer))
+        transition_channel(channel, ChannelStatus.SETTLING)
+        notify_positions(channel, frozen, marks)
+        notify_settlement(settlement)
+    return settlement
+
+
+def transition(settlement_pk: int, target: SettlementState, *, actor: str, note: str = "") -> Settlement:
+    """Move a settlement to ``target`` (one transaction, rows locked) and apply what that state means."""
+    with transaction.atomic():
+        settlement = Settlement.objects.select_for_update().select_related(
+            "channel", "channel__initiator", "channel__responder"
+        ).get(pk=settlement_pk)
+        _apply(settlement, target, actor=actor, note=note)
+    return settlement
+
+
+def _apply(settlement: Settlement, target: SettlementState, *, actor: str, note: str = "") -> None:
+    previous = settlement.state
+    try:
+        check_transition(SETTLEMENT_TRANSITIONS, "settlement", previous, target)
+    except InvalidTransition:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"settlement is {previous}; it cannot become {target}") from None
+    settlement.state = target
+    settlement.save(update_fields=["state", "payment_reference", "updated_at"])
+    SettlementTransition.objects.create(
+        settlement=settlement, from_state=previous, to_state=target, actor=actor, note=note[:2000]
+    )
+    if target == S.COMPLETED:
+        _complete(settlement)
+    elif target in (S.FAILED, S.REJECTED):
+        _unfreeze(settlement)
+    notify_settlement(settlement)
+
+
+def _lock_channel(settlement: Settlement):
+    channel = settlement.channel
+    type(channel).objects.select_for_update(of=("self",)).filter(pk=channel.pk).first()
+    channel.refresh_from_db(fields=["status"])
+    return channel
+
+
+def _complete(settlement: Settlement) -> None:
+    """Paid: the frozen positions leave the live book, their PnL leaves the margins, the channel trades on."""
+    channel = _lock_channel(settlement)
+    settled = list(settlement.positions.all())
+    for position in settled:  # in settlement, or flat with realized PnL that this settlement paid
+        move(position, PositionStatus.SETTLED, table=POSITION_TRANSITIONS)
+        position.save(update_fields=["status", "updated_at"])
+    transition_channel(channel, ChannelStatus.OPENED)
+    notify_positions(channel, [p for p in settled if p.settle_price is not None], {})
+    notify_stream(channel, StreamAction.CHANNEL_SETTLED)
+
+
+def _unfreeze(settlement: Settlement) -> None:
+    """Failed or rejected: frozen positions return to open, folding in any position opened meanwhile."""
+    channel = _lock_channel(settlement)
+    changed: list[Position] = []
+    for position in settlement.positions.filter(status=PositionStatus.IN_SETTLEMENT):
+        newer = channel.positions.filter(market=position.market, status=PositionStatus.OPEN).first()
+        if newer is not None:  # only one open position per market: the newer one's content moves over
+            position.set_book(accounting.merge(position.book, newer.book))
+            position.last_price = newer.last_price
+            newer.set_book(accounting.Book())
+            move(newer, PositionStatus.CLOSED, table=POSITION_TRANSITIONS)
+            newer.save()
+            changed.append(newer)
+        position.settle_price = None
+        move(position, PositionStatus.OPEN, table=POSITION_TRANSITIONS)
+        if position.book.is_flat:
+            move(position, PositionStatus.CLOSED, table=POSITION_TRANSITIONS)
+        position.save()
+        changed.append(position)
+    settlement.positions.remove(*settlement.positions.exclude(status=PositionStatus.SETTLED))
+    transition_channel(channel, ChannelStatus.OPENED)
+    positions = unsettled_positions(channel)
+    marks = marks_for(p.market for p in positions)
+    notify_positions(channel, changed, marks)
+    notify_stream(channel, StreamAction.MARGIN_UPDATED, balances(channel, positions, marks))
+
+
+# --- driving a settlement --------------------------------------------------------------------------------------
+PAYMENT_STEPS = (
+    (S.INITIATED, "initiate"),
+    (S.PREPARED, "prepare"),
+    (S.EXECUTED, "execute"),
+    (S.COMPLETED, "confirm"),
+)
+
+
+def apply_accept_policy(settlement_pk: int) -> Settlement:
+    """The counterparty's acceptance: given at once by the ``auto`` policy, else left to back office."""
+    if settings.SETTLEMENT_ACCEPT_POLICY != "auto":
+        return Settlement.objects.get(pk=settlement_pk)
+    transition(settlement_pk, S.ACCEPTED, actor=OPERATOR_ACTOR, note="accepted by the operator's policy")
+    return run_payment(settlement_pk)
+
+
+def run_payment(settlement_pk: int) -> Settlement:
+    """Take an accepted settlement through its payment method, one state per transaction; a failure fails it."""
+    settlement = Settlement.objects.get(pk=settlement_pk)
+    backend = get_backend(settlement.payment_method)
+    for target, step in PAYMENT_STEPS:
+        with transaction.atomic():
+            settlement = Settlement.objects.select_for_update().select_related(
+                "channel", "channel__initiator", "channel__responder"
+            ).get(pk=settlement_pk)
+            if target not in SETTLEMENT_TRANSITIONS.get(settlement.state, ()):
+                continue  # already past this step (resumed) or taken elsewhere
+            try:
+                result = getattr(backend, step)(settlement)
+            except PaymentError as exc:
+                logger.warning("settlement %s failed at %s: %s", settlement.pk, step, exc)
+                _apply(settlement, S.FAILED, actor=OPERATOR_ACTOR, note=f"{step}: {exc}")
+                return settlement
+            if step == "initiate":
+                settlement.payment_reference = result or ""
+            _apply(settlement, target, actor=OPERATOR_ACTOR)
+    return settlement

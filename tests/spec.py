@@ -1,0 +1,47 @@
+"""Validate every server frame the tests see against ../shared/spec/asyncapi.yaml (the published contract).
+
+A frame must match one of the spec's SUB (server -> client) messages with the same ``event``; the error names
+the frame and every schema it failed.
+"""
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "spec" / "asyncapi.yaml"
+SPEC_URI = "urn:operator-api:asyncapi"
+
+
+@lru_cache(maxsize=1)
+def _validators_by_event() -> dict[str, list[tuple[str, Draft202012Validator]]]:
+    if not SPEC_PATH.exists():
+        raise FileNotFoundError(f"the protocol spec is expected at {SPEC_PATH} (shared/ beside the repo)")
+    spec = yaml.safe_load(SPEC_PATH.read_text())
+    registry = Registry().with_resource(SPEC_URI, Resource(contents=spec, specification=DRAFT202012))
+    messages = spec["components"]["messages"]
+    by_event: dict[str, list] = {}
+    for ref in spec["channels"]["/"]["subscribe"]["message"]["oneOf"]:
+        name = ref["$ref"].rsplit("/", 1)[1]
+        payload_ref = messages[name]["payload"]["$ref"]
+        payload = spec["components"]["schemas"][payload_ref.rsplit("/", 1)[1]]
+        event = payload["properties"]["event"]["const"]
+        validator = Draft202012Validator({"$ref": SPEC_URI + payload_ref}, registry=registry)
+        by_event.setdefault(event, []).append((name, validator))
+    return by_event
+
+
+def assert_server_frame(frame: dict) -> None:
+    """Raise AssertionError unless ``frame`` is a valid server message of the spec."""
+    assert isinstance(frame, dict), f"server frame is not an object: {frame!r}"
+    candidates = _validators_by_event().get(frame.get("event"))
+    assert candidates, f"server sent an event the spec does not define: {frame!r}"
+    failures = []
+    for name, validator in candidates:
+        errors = list(validator.iter_errors(frame))
+        if not errors:
+            return
+        failures.append(f"{name}: " + "; ".join(e.message for e in errors))
+    raise AssertionError(f"server frame violates the spec: {frame!r}\n" + "\n".join(failures))
