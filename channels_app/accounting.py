@@ -1,5 +1,8 @@
 """Position accounting by the average-cost method, as pure functions on values (no database).
 
+All arithmetic goes through the ``MONEY`` context: Python's own operators (even unary minus and ``abs``) round to
+the thread's default context of 28 digits.
+
 A book is kept from the **initiator's** point of view; the responder's view is its mirror (``mirror``), so the
 two sides' PnL sum to zero by construction. Quantities are signed (+ long, - short); ``cost`` is the absolute
 amount times the average entry price.
@@ -26,7 +29,7 @@ class Book:
 
     @property
     def amount(self) -> Decimal:
-        return abs(self.quantity)
+        return MONEY.abs(self.quantity)
 
     @property
     def direction(self) -> str:
@@ -43,11 +46,11 @@ def apply_trade(book: Book, direction: str, amount: Decimal, price: Decimal) -> 
     Same direction adds to amount and cost; the opposite direction reduces the position and realizes PnL at the
     average price; a trade larger than the position flips it, the remainder opening at the trade price.
     """
-    signed = amount if direction == BUY else -amount
+    signed = amount if direction == BUY else MONEY.minus(amount)
     quantity, cost, realized = book.quantity, book.cost, book.realized_pnl
     if quantity == 0 or (quantity > 0) == (signed > 0):
         return replace(book, quantity=MONEY.add(quantity, signed), cost=MONEY.add(cost, MONEY.multiply(amount, price)))
-    held = abs(quantity)
+    held = MONEY.abs(quantity)
     closed = min(held, amount)
     released = cost if closed == held else divide(MONEY.multiply(cost, closed), held)
     proceeds = MONEY.multiply(closed, price)
@@ -55,7 +58,7 @@ def apply_trade(book: Book, direction: str, amount: Decimal, price: Decimal) -> 
     realized = MONEY.add(realized, gain)
     remainder = MONEY.subtract(amount, closed)
     if remainder:  # flipped: the rest opens a new position at the trade price
-        return Book(quantity=remainder if signed > 0 else -remainder, cost=MONEY.multiply(remainder, price),
+        return Book(quantity=remainder if signed > 0 else MONEY.minus(remainder), cost=MONEY.multiply(remainder, price),
                     realized_pnl=realized)
     return Book(quantity=MONEY.add(quantity, signed), cost=MONEY.subtract(cost, released), realized_pnl=realized)
 
@@ -84,7 +87,7 @@ def total_pnl(book: Book, mark: Decimal) -> Decimal:
 
 def mirror(book: Book) -> Book:
     """The counterparty's view of the same position: opposite quantity and PnL, same cost."""
-    return Book(quantity=-book.quantity, cost=book.cost, realized_pnl=-book.realized_pnl)
+    return Book(quantity=MONEY.minus(book.quantity), cost=book.cost, realized_pnl=MONEY.minus(book.realized_pnl))
 
 
 def margin_balances(deposit: Decimal, initiator_pnl: Decimal) -> tuple[Decimal, Decimal]:
@@ -104,7 +107,9 @@ def merge(older: Book, newer: Book) -> Book:
     closed = min(held, incoming)
     released_old = older.cost if closed == held else divide(MONEY.multiply(older.cost, closed), held)
     released_new = newer.cost if closed == incoming else divide(MONEY.multiply(newer.cost, closed), incoming)
-    gain = released_new - released_old if older.quantity > 0 else released_old - released_new
+    gain = (
+        MONEY.subtract(released_new, released_old) if older.quantity > 0 else MONEY.subtract(released_old, released_new)
+    )
     realized = MONEY.add(realized, gain)
     quantity = MONEY.add(older.quantity, newer.quantity)
     if incoming > held:

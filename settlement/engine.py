@@ -20,6 +20,7 @@ from channels_app.models import (
     PositionStatus,
     marks_for,
 )
+from channels_app.money import MONEY, ZERO
 from channels_app.notifications import notify_positions, notify_settlement, notify_stream
 from channels_app.schemas import RequestSettlementData
 from channels_app.services.channels import participant_channel, transition_channel
@@ -74,7 +75,7 @@ def request_settlement(*, peer: Peer, data: RequestSettlementData) -> Settlement
         pnl_by_market = {}
         for position in frozen + flat:
             pnl = accounting.total_pnl(position.book, position_mark(position, marks))
-            pnl_by_market[position.market] = pnl_by_market.get(position.market, 0) + pnl
+            pnl_by_market[position.market] = MONEY.add(pnl_by_market.get(position.market, ZERO), pnl)
 
         settlement = Settlement.objects.create(
             channel=channel,
@@ -113,11 +114,11 @@ def _apply(settlement: Settlement, target: SettlementState, *, actor: str, note:
     SettlementTransition.objects.create(
         settlement=settlement, from_state=previous, to_state=target, actor=actor, note=note[:2000]
     )
+    notify_settlement(settlement)  # first, so clients hear the state before its consequences
     if target == S.COMPLETED:
         _complete(settlement)
     elif target in (S.FAILED, S.REJECTED):
         _unfreeze(settlement)
-    notify_settlement(settlement)
 
 
 def _lock_channel(settlement: Settlement):

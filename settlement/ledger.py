@@ -17,7 +17,7 @@ def build_ledger(initiator_pnl_by_market: dict[str, Decimal]) -> list[dict]:
     return [
         {
             "asset": asset,
-            "initiator_owes": fmt(-net if net < 0 else ZERO),
+            "initiator_owes": fmt(MONEY.minus(net) if net < 0 else ZERO),
             "responder_owes": fmt(net if net > 0 else ZERO),
         }
         for asset, net in sorted(per_asset.items())

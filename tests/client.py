@@ -54,6 +54,8 @@ class Client:
         return self
 
     async def close(self):
+        if self.comm.future.done() and self.comm.future.cancelled():
+            return  # a timed-out receive already cancelled the application
         await self.comm.disconnect()
 
     async def recv(self, timeout=3) -> dict:

@@ -1,0 +1,82 @@
+"""Pure accounting (channels_app/accounting.py, settlement/ledger.py): properties that must hold for any trades."""
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from channels_app import accounting
+from channels_app.accounting import Book, apply_trade, merge, mirror, replay, total_pnl
+from channels_app.money import MONEY, fmt, parse_amount
+from settlement.ledger import build_ledger
+
+decimals = st.decimals(min_value=Decimal("0.000001"), max_value=Decimal("1000000"), places=6, allow_nan=False,
+                       allow_infinity=False)
+trades = st.lists(st.tuples(st.sampled_from(["buy", "sell"]), decimals, decimals), min_size=1, max_size=30)
+
+
+def cash_flow_pnl(trade_list, mark):
+    total = Decimal(0)
+    for direction, amount, price in trade_list:
+        signed = amount if direction == "buy" else -amount
+        total = MONEY.add(total, MONEY.multiply(signed, MONEY.subtract(mark, price)))
+    return total
+
+
+@settings(max_examples=300, deadline=None)
+@given(trades, decimals)
+def test_total_pnl_equals_cash_flow_pnl_exactly(trade_list, mark):
+    # average-cost rounding moves value between realized and unrealized, never creates or loses any
+    assert total_pnl(replay(trade_list), mark) == cash_flow_pnl(trade_list, mark)
+
+
+@settings(max_examples=300, deadline=None)
+@given(trades, decimals)
+def test_the_two_sides_pnl_sum_to_zero(trade_list, mark):
+    book = replay(trade_list)
+    assert MONEY.add(total_pnl(book, mark), total_pnl(mirror(book), mark)) == 0
+    initiator, responder = accounting.margin_balances(Decimal(1000), total_pnl(book, mark))
+    assert MONEY.add(initiator, responder) == 2000
+
+
+@settings(max_examples=200, deadline=None)
+@given(trades, trades, decimals)
+def test_merging_two_books_keeps_total_pnl(first, second, mark):
+    merged = merge(replay(first), replay(second))
+    assert total_pnl(merged, mark) == cash_flow_pnl(first + second, mark)
+    assert merged.quantity == replay(first).quantity + replay(second).quantity
+
+
+def test_average_cost_examples():
+    book = replay([("buy", Decimal(2), Decimal(100)), ("buy", Decimal(2), Decimal(110))])
+    assert (book.quantity, book.cost, book.realized_pnl) == (4, 420, 0)
+    book = apply_trade(book, "sell", Decimal(1), Decimal(120))
+    assert (book.quantity, book.cost, book.realized_pnl) == (3, 315, 15)
+    book = apply_trade(book, "sell", Decimal(5), Decimal(100))
+    assert (book.quantity, book.cost, book.realized_pnl) == (-2, 200, 0)
+    assert book.direction == "sell"
+
+
+def test_a_non_terminating_average_rounds_to_36_places_and_cost_stays_consistent():
+    book = replay([("buy", Decimal(1), Decimal(1)), ("buy", Decimal(1), Decimal(1)), ("buy", Decimal(1), Decimal(2))])
+    book = apply_trade(book, "sell", Decimal(1), Decimal(2))
+    # 3 held at cost 4: releasing 1 lot releases 4/3, rounded half-even at the 36th place
+    assert book.cost == Decimal("2.666666666666666666666666666666666667")
+    assert book.realized_pnl == Decimal("0.666666666666666666666666666666666667")
+    # released = cost out = proceeds - realized: what stays in cost is exactly what realized did not take
+    assert MONEY.subtract(book.cost, book.realized_pnl) == 4 - 2
+
+
+def test_parse_and_format_decimal_strings():
+    assert fmt(parse_amount("1.500")) == "1.5"
+    assert fmt(parse_amount("100")) == "100"
+    assert fmt(Decimal("-0")) == "0"
+    assert fmt(parse_amount("0.000000000000000001")) == "0.000000000000000001"
+    assert fmt(parse_amount("1" * 40)) == "1" * 40
+
+
+def test_ledger_nets_per_quote_asset():
+    ledger = build_ledger({"ETH/USD": Decimal("50"), "BTC/USD": Decimal("-80"), "ETH/USDT": Decimal("7.5")})
+    assert ledger == [
+        {"asset": "USD", "initiator_owes": "30", "responder_owes": "0"},
+        {"asset": "USDT", "initiator_owes": "0", "responder_owes": "7.5"},
+    ]

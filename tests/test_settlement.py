@@ -1,0 +1,167 @@
+"""docs/protocol.md section 7: settlement requests, the state machine, mock and escrow payments."""
+import pytest
+from django.test import override_settings
+
+from channels_app.models import Channel, Position
+from settlement import engine
+from settlement.models import Settlement
+from tests.chain import RecordingChain
+from tests.client import trade
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ALL_STATES = ["proposed", "accepted", "initiated", "prepared", "executed", "completed"]
+
+
+def settle(channel_id, markets=("ETH/USD",), method="mock", chain_id=1):
+    return {"channel_id": channel_id, "payment_method": method, "chain_id": chain_id, "markets": list(markets)}
+
+
+async def states_seen(client, until):
+    states = []
+    while not states or states[-1] != until:
+        note = await client.notification("settlement_notification")
+        states.append(note["data"]["state"])
+    return states, note
+
+
+async def test_mock_settlement_runs_from_proposed_to_completed_and_pays_the_pnl(pair):
+    alice, bob, channel_id = pair
+    await alice.record(channel_id, external_id="1", direction="buy", amount="2", price="100")
+    await bob.record(channel_id, external_id="2", direction="buy", amount="1", price="110", market="BTC/USDT")
+    await bob.record(channel_id, external_id="3", direction="sell", amount="1", price="130")  # alice long 3?
+    # alice: ETH/USD long 2 @100 then buys 1 @130 from bob => long 3, cost 330, mark 130 => pnl +60
+    reply = await bob.request("request_settlement", settle(channel_id), reqid=314)
+    assert reply == {"event": "request_settlement", "reqid": 314}
+
+    for client, role in ((alice, "Initiator"), (bob, "Responder")):
+        states, completed = await states_seen(client, "completed")
+        assert states == ALL_STATES
+        data = completed["data"]
+        assert data["settlement_state"] == "completed" and data["my_role"] == role
+        assert data["markets"] == ["ETH/USD"]
+        assert data["ledger"] == [{"asset": "USD", "initiator_owes": "0", "responder_owes": "60"}]
+        settled = await client.notification("stream_notification", action="channelSettled")
+        assert settled["data"]["channel_status"] == "opened"
+        # ETH/USD PnL is paid and leaves the margins; BTC/USDT (flat mark, pnl 0) stays
+        assert settled["data"]["initiator_margin_balance"] == "1000"
+        assert settled["data"]["follower_margin_balance"] == "1000"
+
+    assert set(await alice.positions(channel_id)) == {"BTC/USDT"}  # the settled position left the live book
+    assert (await Position.objects.aget(market="ETH/USD")).status == "settled"
+    settlement = await Settlement.objects.aget()
+    transitions = [(t.from_state, t.to_state, t.actor) async for t in settlement.transitions.all()]
+    assert transitions[0] == ("", "proposed", f"peer:{bob.address}")
+    assert [t[1] for t in transitions] == ALL_STATES
+    assert (await Channel.objects.aget()).status == "opened"
+    await alice.record(channel_id, external_id="4")  # trading goes on
+
+
+async def test_positions_in_settlement_are_frozen_and_new_trades_open_a_new_position(pair, settings):
+    alice, bob, channel_id = pair
+    await alice.record(channel_id, external_id="1", direction="buy", amount="2", price="100")
+    settings.SETTLEMENT_ACCEPT_POLICY = "manual"
+    await alice.ok("request_settlement", settle(channel_id))
+    frozen = await alice.notification("position_notification", status="in_settlement")
+    assert frozen["data"]["amount"] == "2"
+    assert (await Channel.objects.aget()).status == "settling"
+    await alice.error("request_settlement", settle(channel_id), code="settlement_in_progress")
+    await alice.error("close_channel", {"channel_id": channel_id}, code="invalid_channel_state")
+
+    await bob.record(channel_id, external_id="2", direction="buy", amount="5", price="120")  # bob long 5 now
+    book = (await bob.ok("positions", {"channel_id": channel_id}))["data"]["positions"]
+    views = sorted((p["position"]["status"], p["position"]["direction"], p["position"]["amount"]) for p in book)
+    assert views == [("in_settlement", "sell", "2"), ("open", "buy", "5")]
+    jwt_reply = await bob.ok("channel_jwt", {"channel_id": channel_id})  # settling channels still get JWTs
+    assert jwt_reply["data"]["jwt"]
+
+
+async def test_a_rejected_settlement_returns_frozen_positions_to_open_merging_newer_trades(pair, settings):
+    alice, bob, channel_id = pair
+    await alice.record(channel_id, external_id="1", direction="buy", amount="2", price="100")
+    settings.SETTLEMENT_ACCEPT_POLICY = "manual"
+    await alice.ok("request_settlement", settle(channel_id))
+    await alice.record(channel_id, external_id="2", direction="sell", amount="3", price="110")  # new short 3
+    settlement = await Settlement.objects.aget()
+    await engine_transition(settlement.pk, "rejected")
+
+    states, _ = await states_seen(bob, "rejected")
+    assert states == ["proposed", "rejected"]
+    view = (await alice.positions(channel_id))["ETH/USD"]
+    # long 2 @100 folded with short 3 @110: 2 closed at 110 (+20), short 1 @110 remains
+    assert (view["direction"], view["amount"], view["cost"], view["realized_pnl"], view["status"]) == (
+        "sell", "1", "110", "20", "open")
+    assert (await Channel.objects.aget()).status == "opened"
+    settings.SETTLEMENT_ACCEPT_POLICY = "auto"
+    await alice.ok("request_settlement", settle(channel_id))  # may be requested again
+    await states_seen(alice, "completed")
+
+
+async def engine_transition(pk, state):
+    from channels.db import database_sync_to_async
+
+    return await database_sync_to_async(engine.transition)(pk, state, actor="admin:test")
+
+
+@pytest.mark.parametrize(
+    "data, code",
+    [
+        ({"markets": ["BTC/USD"]}, "invalid_market"),  # no open position there
+        ({"markets": ["btc"]}, "invalid_market"),
+        ({"markets": []}, "invalid_message"),
+        ({"markets": ["ETH/USD", "ETH/USD"]}, "invalid_message"),
+        ({"payment_method": "cash"}, "invalid_message"),
+        ({"chain_id": 0}, "invalid_message"),
+        ({"chain_id": "1"}, "invalid_message"),
+        ({"payment_method": "escrow"}, "payment_method_unavailable"),  # no chain configured
+    ],
+)
+async def test_bad_settlement_requests_are_refused_and_change_nothing(pair, data, code):
+    alice, bob, channel_id = pair
+    await alice.record(channel_id, external_id="1", amount="1", price="100")
+    await alice.error("request_settlement", {**settle(channel_id), **data}, code=code)
+    assert not await Settlement.objects.aexists()
+    assert (await Channel.objects.aget()).status == "opened"
+    assert (await alice.positions(channel_id))["ETH/USD"]["status"] == "open"
+
+
+@override_settings(ESCROW_CHAIN_CLIENT="tests.chain.RecordingChain")
+async def test_escrow_goes_through_the_payment_backend_interface(pair):
+    RecordingChain.calls, RecordingChain.fail_at = [], None
+    alice, bob, channel_id = pair
+    await alice.record(channel_id, external_id="1", amount="1", price="100")
+    await alice.error("request_settlement", settle(channel_id, method="escrow", chain_id=5),
+                      code="payment_method_unavailable")
+    await alice.ok("request_settlement", settle(channel_id, method="escrow"))
+    states, _ = await states_seen(bob, "completed")
+    assert states == ALL_STATES
+    assert [c[0] for c in RecordingChain.calls] == ["open_escrow", "fund_escrow", "release_escrow", "wait_confirmed"]
+    assert (await Settlement.objects.aget()).payment_reference == f"escrow:{channel_id[:10]}"
+
+
+@override_settings(ESCROW_CHAIN_CLIENT="tests.chain.RecordingChain")
+async def test_a_payment_failure_fails_the_settlement_and_positions_return_to_open(pair):
+    RecordingChain.calls, RecordingChain.fail_at = [], "release_escrow"
+    alice, bob, channel_id = pair
+    await alice.record(channel_id, external_id="1", amount="1", price="100")
+    await alice.ok("request_settlement", settle(channel_id, method="escrow"))
+    states, failed = await states_seen(alice, "failed")
+    assert states == ["proposed", "accepted", "initiated", "prepared", "failed"]
+    assert (await alice.positions(channel_id))["ETH/USD"]["status"] == "open"
+    assert (await Channel.objects.aget()).status == "opened"
+    last = await (await Settlement.objects.aget()).transitions.alast()
+    assert last.to_state == "failed" and "release_escrow reverted" in last.note
+
+
+async def test_settlement_states_only_move_as_the_table_allows(pair, settings):
+    alice, bob, channel_id = pair
+    await alice.record(channel_id, external_id="1", amount="1", price="100")
+    settings.SETTLEMENT_ACCEPT_POLICY = "manual"
+    await alice.ok("request_settlement", settle(channel_id))
+    settlement = await Settlement.objects.aget()
+    from channels_app.errors import ProtocolError
+
+    for target in ("completed", "executed", "prepared", "failed", "initiated"):
+        with pytest.raises(ProtocolError):
+            await engine_transition(settlement.pk, target)
+    assert (await Settlement.objects.aget()).state == "proposed"
