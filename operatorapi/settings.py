@@ -78,14 +78,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["CONN_MAX_AGE"] = None  # one file, one writer thread: keep the connection
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Tests run on a file too: the in-memory default uses shared-cache table locks that ignore the timeout.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Long-lived async workers: a pool (not per-thread persistent connections) with health checks.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # with a pool: checked when taken from the pool
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN", default=2),
         "max_size": env.int("DB_POOL_MAX", default=10),
         "timeout": 10,
-        "check": "psycopg_pool.ConnectionPool.check_connection",
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
