@@ -24,10 +24,15 @@ def _database_ok() -> bool:
 
 
 async def _channel_layer_ok() -> bool:
-    """A round trip through the layer: send to a fresh channel and read it back."""
+    """A round trip through the layer: send to a fresh channel and read it back.
+
+    The channel takes the layer's default prefix: channels-redis reads every process-local channel from one list
+    per prefix, and the reader is whichever receiver holds its lock (usually a consumer), so another prefix would
+    never be read while a WebSocket is connected.
+    """
     try:
         layer = get_channel_layer()
-        name = await layer.new_channel("healthz.")
+        name = await layer.new_channel()
         async with asyncio.timeout(CHANNEL_LAYER_TIMEOUT):
             await layer.send(name, {"type": "healthz.ping"})
             return (await layer.receive(name))["type"] == "healthz.ping"

@@ -131,7 +131,7 @@ def _lock_channel(settlement: Settlement):
 def _complete(settlement: Settlement) -> None:
     """Paid: the frozen positions leave the live book, their PnL leaves the margins, the channel trades on."""
     channel = _lock_channel(settlement)
-    settled = list(settlement.positions.all())
+    settled = list(settlement.positions.select_related("channel"))
     for position in settled:  # in settlement, or flat with realized PnL that this settlement paid
         move(position, PositionStatus.SETTLED, table=POSITION_TRANSITIONS)
         position.save(update_fields=["status", "updated_at"])

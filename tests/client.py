@@ -1,8 +1,10 @@
-"""A broker's client for tests: speaks the protocol over channels' WebsocketCommunicator.
+"""A broker's client for tests: speaks the protocol in-process (``Client``, channels' WebsocketCommunicator) or
+over a real socket to a running Daphne (``NetworkClient``, the ``websockets`` library).
 
 Every frame received is checked against the published spec (tests/spec.py). Replies are matched to requests by
 reqid; notifications that arrive in between are kept in ``notes`` for the test to read.
 """
+import asyncio
 import itertools
 import json
 import time
@@ -35,11 +37,12 @@ def trade(channel_id, external_id="t1", market="ETH/USD", direction="buy", amoun
     }
 
 
-class Client:
-    def __init__(self, account=None, headers=None):
+class ProtocolClient:
+    """The protocol steps, over any transport: subclasses provide ``_open``, ``_close``, ``_receive``, ``_send``."""
+
+    def __init__(self, account=None):
         self.account = account or Account.create()
         self.address = self.account.address
-        self.comm = WebsocketCommunicator(application, "/", headers=headers or [])
         self.reqids = itertools.count(1)
         self.notes: list[dict] = []
         self.greeting: list[dict] = []
@@ -47,19 +50,16 @@ class Client:
 
     # --- transport ------------------------------------------------------------------------------------------
     async def connect(self):
-        connected, _ = await self.comm.connect()
-        assert connected
+        await self._open()
         self.greeting = [await self.recv() for _ in range(3)]
         self.challenge = self.greeting[2]["data"]["challenge"]
         return self
 
     async def close(self):
-        if self.comm.future.done() and self.comm.future.cancelled():
-            return  # a timed-out receive already cancelled the application
-        await self.comm.disconnect()
+        await self._close()
 
     async def recv(self, timeout=3) -> dict:
-        frame = await self.comm.receive_json_from(timeout=timeout)
+        frame = json.loads(await self._receive(timeout))
         assert_server_frame(frame)
         return frame
 
@@ -68,11 +68,11 @@ class Client:
         frame = {"event": event, "reqid": reqid}
         if data is not None:
             frame["data"] = data
-        await self.comm.send_json_to(frame)
+        await self._send(text=json.dumps(frame))
         return reqid
 
     async def send_raw(self, text=None, binary=None):
-        await self.comm.send_to(text_data=text, bytes_data=binary)
+        await self._send(text=text, binary=binary)
 
     async def reply(self, reqid: int, timeout=3) -> dict:
         """The next non-notification frame, which must answer ``reqid``."""
@@ -100,7 +100,11 @@ class Client:
         return frame["data"]
 
     async def expect_nothing(self, timeout=0.3):
-        assert await self.comm.receive_nothing(timeout=timeout), "unexpected frame"
+        try:
+            frame = await self._receive(timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            return
+        raise AssertionError(f"unexpected frame {frame}")
 
     # --- protocol steps -------------------------------------------------------------------------------------
     async def login(self):
@@ -141,5 +145,53 @@ class Client:
         return {p["position"]["market"]: p["position"] for p in frame["data"]["positions"]}
 
 
-def dumps(obj) -> str:
-    return json.dumps(obj)
+class Client(ProtocolClient):
+    """In-process, through channels' WebsocketCommunicator."""
+
+    def __init__(self, account=None, headers=None):
+        super().__init__(account)
+        self.comm = WebsocketCommunicator(application, "/", headers=headers or [])
+
+    async def _open(self):
+        connected, _ = await self.comm.connect()
+        assert connected
+
+    async def _close(self):
+        if self.comm.future.done() and self.comm.future.cancelled():
+            return  # a timed-out receive already cancelled the application
+        await self.comm.disconnect()
+
+    async def _receive(self, timeout):
+        output = await self.comm.receive_output(timeout)
+        assert output["type"] == "websocket.send", output
+        return output["text"]
+
+    async def _send(self, text=None, binary=None):
+        await self.comm.send_to(text_data=text, bytes_data=binary)
+
+    async def expect_nothing(self, timeout=0.3):
+        # receive_output would cancel the application on its time-out; receive_nothing only peeks
+        assert await self.comm.receive_nothing(timeout=timeout), "unexpected frame"
+
+
+class NetworkClient(ProtocolClient):
+    """Over a real socket to a running server, with the ``websockets`` client library."""
+
+    def __init__(self, url, account=None, **connect_kwargs):
+        super().__init__(account)
+        self.url, self.connect_kwargs = url, connect_kwargs
+
+    async def _open(self):
+        from websockets.asyncio.client import connect
+
+        self.ws = await connect(self.url, **self.connect_kwargs)
+
+    async def _close(self):
+        await self.ws.close()
+
+    async def _receive(self, timeout):
+        async with asyncio.timeout(timeout):
+            return await self.ws.recv()
+
+    async def _send(self, text=None, binary=None):
+        await self.ws.send(text if text is not None else binary)

@@ -75,6 +75,17 @@ async def test_open_channel_refuses_bad_input_and_creates_nothing(connect, data,
     await alice.ok("open_channel", {"peer": {"address": "0x" + "1" * 40}, "margin_deposit": "10"})  # still usable
 
 
+async def test_cannot_open_a_channel_with_a_disabled_peer(connect):
+    from channels_app.models import Peer
+
+    alice = await connect()
+    banned = Account.create()
+    await Peer.objects.acreate(address=banned.address, is_disabled=True)
+    await alice.error("open_channel", {"peer": {"address": banned.address}, "margin_deposit": "10"},
+                      code="peer_disabled")
+    assert not await Channel.objects.aexists()
+
+
 async def test_cannot_open_a_channel_with_yourself(connect):
     alice = await connect()
     await alice.error("open_channel", {"peer": {"address": alice.address}, "margin_deposit": "10"},
