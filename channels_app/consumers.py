@@ -17,6 +17,7 @@ from channels_app import schemas
 from channels_app.errors import ErrorCode, ProtocolError, error_frame
 from channels_app.events import Event
 from channels_app.notifications import peer_group
+from channels_app.ratelimit import TokenBucket
 from channels_app.services import auth, channels, tokens, trades
 from operatorapi.keys import operator_keys
 from settlement import engine
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 NO_REPLY = object()  # a handler that answers nothing (subscribe_notifications) or has answered itself
 CLOSE_AUTH_FAILED = 4403
+CLOSE_RATE_LIMITED = 4429
 
 
 def _reject_constant(name: str):
@@ -39,6 +41,7 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
 
     # --- connection lifecycle -------------------------------------------------------------------------------
     async def connect(self):
+        self.bucket = TokenBucket(settings.RATE_LIMIT_PER_SECOND, settings.RATE_LIMIT_BURST)
         await self.accept()
         await self.send_json({"event": Event.VERSION, "reqid": 0, "data": {"version": settings.API_VERSION}})
         await self.send_json(
@@ -67,6 +70,10 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         reqid = 0
         event = None
+        within_limit = self.bucket.take()  # every frame counts, garbage included
+        if not within_limit and self.bucket.refused_in_a_row > settings.RATE_LIMIT_CLOSE_AFTER:
+            await self.close(code=CLOSE_RATE_LIMITED)
+            return
         try:
             if text_data is None:
                 raise ProtocolError(ErrorCode.INVALID_MESSAGE, "binary frames are not supported; send JSON text")
@@ -77,6 +84,9 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
             except (ValueError, RecursionError):
                 raise ProtocolError(ErrorCode.INVALID_JSON, "frame is not valid JSON") from None
             reqid = schemas.parse_reqid(frame)
+            if not within_limit:
+                raise ProtocolError(ErrorCode.RATE_LIMITED, f"more than {settings.RATE_LIMIT_PER_SECOND:g} "
+                                    "requests per second on this connection; slow down")
             event = schemas.parse_event(frame)
             await self.handle_request(reqid, event, frame)
         except ProtocolError as exc:

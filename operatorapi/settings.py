@@ -128,6 +128,10 @@ CHALLENGE_TTL_SECONDS = env.int("CHALLENGE_TTL_SECONDS", default=300)
 MAX_AUTH_FAILURES = env.int("MAX_AUTH_FAILURES", default=5)
 OPERATOR_ALLOWED_PEERS = env.list("OPERATOR_ALLOWED_PEERS", default=[])
 MAX_FRAME_BYTES = env.int("MAX_FRAME_BYTES", default=65536)
+# Requests per second per connection (token bucket); past RATE_LIMIT_CLOSE_AFTER refusals in a row: close 4429.
+RATE_LIMIT_PER_SECOND = env.float("RATE_LIMIT_PER_SECOND", default=500.0)
+RATE_LIMIT_BURST = env.int("RATE_LIMIT_BURST", default=1000)
+RATE_LIMIT_CLOSE_AFTER = env.int("RATE_LIMIT_CLOSE_AFTER", default=100)
 CHANNEL_APP_DEFINITION = env.str("CHANNEL_APP_DEFINITION", default="0x" + "0" * 40)
 CHANNEL_CHALLENGE_DURATION = env.int("CHANNEL_CHALLENGE_DURATION", default=86400)
 # Settlement: the counterparty's acceptance policy ("auto" accepts at once, "manual" waits for back office),

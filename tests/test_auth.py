@@ -135,3 +135,16 @@ async def test_allowed_peers_restricts_who_may_authenticate(connect):
                                               "signature": sign(stranger.account, stranger.challenge)},
                              code="peer_disabled")
         await connect(allowed)  # logs in
+
+
+async def test_the_operator_identity_comes_from_operator_private_key_when_set(connect, settings):
+    from operatorapi.keys import operator_keys
+
+    key = Account.create()
+    settings.OPERATOR_PRIVATE_KEY = key.key.to_0x_hex()
+    operator_keys.cache_clear()
+    try:
+        client = await connect(login=False)
+        assert client.greeting[1]["data"]["address"] == key.address
+    finally:
+        operator_keys.cache_clear()

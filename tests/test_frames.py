@@ -1,4 +1,5 @@
 """docs/protocol.md sections 1-2: frames, reqid, errors; no bad input closes the connection or changes state."""
+import asyncio
 import json
 
 import pytest
@@ -124,3 +125,25 @@ async def test_subscribing_twice_is_harmless_and_sends_no_reply(pair, connect):
     assert first["reqid"] == 9000
     await alice.expect_nothing()  # one notification, not two
     assert await Peer.objects.acount() == 2
+
+
+async def test_requests_over_the_rate_limit_get_rate_limited_and_sustained_abuse_closes(connect, settings):
+    settings.RATE_LIMIT_PER_SECOND, settings.RATE_LIMIT_BURST, settings.RATE_LIMIT_CLOSE_AFTER = 1, 3, 4
+    client = await connect(login=False)
+    for _ in range(3):
+        await client.error("positions", {"channel_id": "0x" + "00" * 32}, code="not_authenticated")
+    limited = await client.error("positions", {"channel_id": "0x" + "00" * 32}, code="rate_limited")
+    assert "per second" in limited["error"]
+    for _ in range(3):
+        await client.error("positions", {"channel_id": "0x" + "00" * 32}, code="rate_limited")
+    await client.send("positions", {"channel_id": "0x" + "00" * 32})
+    assert await client.comm.receive_output(timeout=2) == {"type": "websocket.close", "code": 4429}
+
+
+async def test_the_rate_limit_refills_over_time(connect, settings):
+    settings.RATE_LIMIT_PER_SECOND, settings.RATE_LIMIT_BURST = 20, 1
+    client = await connect(login=False)
+    await client.error("positions", {"channel_id": "0x" + "00" * 32}, code="not_authenticated")
+    await client.error("positions", {"channel_id": "0x" + "00" * 32}, code="rate_limited")
+    await asyncio.sleep(0.1)
+    await client.error("positions", {"channel_id": "0x" + "00" * 32}, code="not_authenticated")
