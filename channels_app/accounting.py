@@ -94,24 +94,3 @@ def margin_balances(deposit: Decimal, initiator_pnl: Decimal) -> tuple[Decimal, 
     """(initiator, responder) balances: deposit plus each side's PnL; they always sum to twice the deposit."""
     return MONEY.add(deposit, initiator_pnl), MONEY.subtract(deposit, initiator_pnl)
 
-
-def merge(older: Book, newer: Book) -> Book:
-    """Fold ``newer`` into ``older``, as if ``newer``'s position had been one trade at its average price.
-
-    Used when a failed settlement unfreezes a position while a newer one was opened in the same market.
-    """
-    realized = MONEY.add(older.realized_pnl, newer.realized_pnl)
-    if older.is_flat or newer.is_flat or (older.quantity > 0) == (newer.quantity > 0):
-        return Book(MONEY.add(older.quantity, newer.quantity), MONEY.add(older.cost, newer.cost), realized)
-    held, incoming = older.amount, newer.amount
-    closed = min(held, incoming)
-    released_old = older.cost if closed == held else divide(MONEY.multiply(older.cost, closed), held)
-    released_new = newer.cost if closed == incoming else divide(MONEY.multiply(newer.cost, closed), incoming)
-    gain = (
-        MONEY.subtract(released_new, released_old) if older.quantity > 0 else MONEY.subtract(released_old, released_new)
-    )
-    realized = MONEY.add(realized, gain)
-    quantity = MONEY.add(older.quantity, newer.quantity)
-    if incoming > held:
-        return Book(quantity, MONEY.subtract(newer.cost, released_new), realized)
-    return Book(quantity, MONEY.subtract(older.cost, released_old), realized)

@@ -16,9 +16,9 @@ from django.conf import settings
 from channels_app import schemas
 from channels_app.errors import ErrorCode, ProtocolError, error_frame
 from channels_app.events import Event
-from channels_app.notifications import peer_group
+from channels_app.notifications import peer_control_group, peer_group
 from channels_app.ratelimit import TokenBucket
-from channels_app.services import auth, channels, tokens, trades
+from channels_app.services import auth, channels, presence, tokens, trades
 from operatorapi.keys import operator_keys
 from settlement import engine
 
@@ -50,8 +50,12 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
         await self.send_challenge(0)
 
     async def disconnect(self, code):
+        if self.peer is None:
+            return
         if self.subscription_reqid is not None:
             await self.channel_layer.group_discard(peer_group(self.peer.address), self.channel_name)
+        await self.channel_layer.group_discard(peer_control_group(self.peer.address), self.channel_name)
+        await database_sync_to_async(presence.disconnected)(channel_name=self.channel_name)
 
     async def send_challenge(self, reqid: int) -> None:
         self.challenge = auth.Challenge.issue()
@@ -122,7 +126,9 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
         try:
             data = schemas.parse_data(Event.AUTHENTICATE, frame)
             address = auth.recover_signer(outstanding, data)
-            self.peer = await database_sync_to_async(auth.admit_peer)(address=address)
+            self.peer = await database_sync_to_async(auth.admit_peer)(
+                address=address, channel_name=self.channel_name, client_address=self.client_address
+            )
         except ProtocolError as exc:
             self.auth_failures += 1
             await self.send_json(error_frame(reqid, exc.code, exc.message))
@@ -132,6 +138,7 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_challenge(reqid)
             return
         self.auth_failures = 0
+        await self.channel_layer.group_add(peer_control_group(self.peer.address), self.channel_name)
         await self.reply(reqid, Event.AUTHENTICATE)
 
     # --- request handlers: (reqid, validated data) -> reply data | None | NO_REPLY --------------------------
@@ -180,7 +187,16 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
         Event.REQUEST_SETTLEMENT: request_settlement,
     }
 
-    # --- notifications from the peer's group ----------------------------------------------------------------
+    # --- messages from the peer's groups ---------------------------------------------------------------------
+    @property
+    def client_address(self) -> str:
+        client = self.scope.get("client")
+        return f"{client[0]}:{client[1]}" if client else ""
+
+    async def peer_disabled(self, message):
+        """Back office disabled this peer: its connections close (docs/protocol.md section 3)."""
+        await self.close(code=CLOSE_AUTH_FAILED)
+
     async def notify(self, message):
         if self.subscription_reqid is not None:
             await self.send_json({"event": message["event"], "reqid": self.subscription_reqid, "data": message["data"]})

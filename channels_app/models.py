@@ -92,6 +92,9 @@ class Trade(models.Model):
     price = ExactDecimalField()
     executed_at = models.BigIntegerField(help_text="Unix seconds")
     recorded_at = models.DateTimeField(auto_now_add=True)
+    position = models.ForeignKey(
+        "Position", on_delete=models.PROTECT, related_name="trades", help_text="The position it was booked to"
+    )
 
     class Meta:
         ordering = ["id"]
@@ -136,6 +139,10 @@ class Position(models.Model):
     realized_pnl = ExactDecimalField(default=ZERO, help_text="Initiator's side")
     last_price = ExactDecimalField(help_text="Price of the latest trade: the mark until back office sets one")
     settle_price = ExactDecimalField(null=True, blank=True, help_text="Mark frozen when a settlement took it")
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="absorbed",
+        help_text="Set when a failed settlement folded this position's trades into the unfrozen one",
+    )
     opened_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -176,3 +183,20 @@ class MarkPrice(models.Model):
 
 def marks_for(markets) -> dict[str, Decimal]:
     return dict(MarkPrice.objects.filter(market__in=set(markets)).values_list("market", "price"))
+
+
+class PeerConnection(models.Model):
+    """A live, authenticated WebSocket connection (presence for back office). Removed on disconnect; rows of a
+    crashed process on this host are swept when the next process accepts a connection."""
+
+    peer = models.ForeignKey(Peer, on_delete=models.CASCADE, related_name="connections")
+    channel_name = models.CharField(max_length=200, unique=True)
+    server = models.CharField(max_length=200, help_text="host:pid of the serving process")
+    client_address = models.CharField(max_length=100, blank=True)
+    connected_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-connected_at"]
+
+    def __str__(self):
+        return f"{self.peer.address} via {self.server}"

@@ -24,8 +24,26 @@ logger = logging.getLogger(__name__)
 NOTIFY_TYPE = "notify"
 
 
+# Consumer method that closes a connection whose peer back office disabled.
+DISCONNECT_TYPE = "peer_disabled"
+
+
 def peer_group(address: str) -> str:
+    """A peer's subscribed connections: notifications."""
     return f"peer.{address.lower()}"
+
+
+def peer_control_group(address: str) -> str:
+    """All of a peer's authenticated connections, subscribed or not: control messages."""
+    return f"peer-control.{address.lower()}"
+
+
+def disconnect_peer_on_commit(address: str) -> None:
+    """Close every live connection of ``address`` (on any process) once the transaction commits."""
+    def send():
+        async_to_sync(get_channel_layer().group_send)(peer_control_group(address), {"type": DISCONNECT_TYPE})
+
+    transaction.on_commit(send, robust=True)
 
 
 def _send(address: str, event: Event, data: dict) -> None:

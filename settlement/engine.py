@@ -10,10 +10,11 @@ from django.conf import settings
 from django.db import transaction
 
 from channels_app import accounting
-from channels_app.errors import ErrorCode, ProtocolError
+from channels_app.errors import ErrorCode, ProtocolError, channel_not_found
 from channels_app.events import StreamAction
 from channels_app.models import (
     POSITION_TRANSITIONS,
+    Channel,
     ChannelStatus,
     Peer,
     Position,
@@ -48,49 +49,76 @@ def peer_actor(peer: Peer) -> str:
 
 
 def request_settlement(*, peer: Peer, data: RequestSettlementData) -> Settlement:
-    """Propose settling ``data.markets``: freeze their open positions at the mark and compute the ledger."""
-    backend = get_backend(data.payment_method)
+    """A party asks to settle ``data.markets`` of its channel (the protocol path)."""
     with transaction.atomic():
         channel = participant_channel(peer, data.channel_id, lock=True)
-        if channel.settlements.exclude(state__in=[S.COMPLETED, S.FAILED, S.REJECTED]).exists():
-            raise ProtocolError(ErrorCode.SETTLEMENT_IN_PROGRESS, "this channel already has a settlement in progress")
-        if channel.status != ChannelStatus.OPENED:
-            raise ProtocolError(ErrorCode.INVALID_CHANNEL_STATE, f"channel is {channel.status}; only an opened "
-                                "channel can be settled")
-        backend.check_available(chain_id=data.chain_id)
+        return _propose(channel, data, requested_by=peer, actor=peer_actor(peer))
 
-        positions = unsettled_positions(channel)
-        open_by_market = {p.market: p for p in positions if p.status == PositionStatus.OPEN}
-        missing = [m for m in data.markets if m not in open_by_market]
-        if missing:
-            raise ProtocolError(ErrorCode.INVALID_MARKET, "no open position in " + ", ".join(missing))
-        marks = marks_for(data.markets)
-        frozen = [open_by_market[m] for m in data.markets]
-        for position in frozen:
-            position.settle_price = position_mark(position, marks)
-            move(position, PositionStatus.IN_SETTLEMENT, table=POSITION_TRANSITIONS)
-            position.save(update_fields=["status", "settle_price", "updated_at"])
-        # Flat positions of those markets carry realized PnL not yet paid: the settlement pays it too.
-        flat = [p for p in positions if p.market in data.markets and p.status == PositionStatus.CLOSED]
-        pnl_by_market = {}
-        for position in frozen + flat:
-            pnl = accounting.total_pnl(position.book, position_mark(position, marks))
-            pnl_by_market[position.market] = MONEY.add(pnl_by_market.get(position.market, ZERO), pnl)
 
-        settlement = Settlement.objects.create(
-            channel=channel,
-            requested_by=peer,
-            payment_method=data.payment_method,
-            chain_id=data.chain_id,
-            markets=list(data.markets),
-            ledger=build_ledger(pnl_by_market),
-        )
-        settlement.positions.set(frozen + flat)
-        SettlementTransition.objects.create(settlement=settlement, to_state=S.PROPOSED, actor=peer_actor(peer))
-        transition_channel(channel, ChannelStatus.SETTLING)
-        notify_positions(channel, frozen, marks)
-        notify_settlement(settlement)
+def propose_settlement(*, data: RequestSettlementData, actor: str, note: str = "") -> Settlement:
+    """The operator proposes a settlement (management command, back office): no party membership to check."""
+    with transaction.atomic():
+        channel = Channel.objects.select_for_update(of=("self",)).select_related("initiator", "responder").filter(
+            channel_id=data.channel_id).first()
+        if channel is None:
+            raise channel_not_found()
+        return _propose(channel, data, requested_by=None, actor=actor, note=note)
+
+
+def _propose(channel: Channel, data: RequestSettlementData, *, requested_by, actor: str, note: str = "") -> Settlement:
+    """Freeze the markets' open positions at the mark and compute the ledger (caller holds the channel lock)."""
+    backend = get_backend(data.payment_method)
+    if channel.settlements.exclude(state__in=[S.COMPLETED, S.FAILED, S.REJECTED]).exists():
+        raise ProtocolError(ErrorCode.SETTLEMENT_IN_PROGRESS, "this channel already has a settlement in progress")
+    if channel.status != ChannelStatus.OPENED:
+        raise ProtocolError(ErrorCode.INVALID_CHANNEL_STATE, f"channel is {channel.status}; only an opened "
+                            "channel can be settled")
+    backend.check_available(chain_id=data.chain_id)
+
+    positions = unsettled_positions(channel)
+    open_by_market = {p.market: p for p in positions if p.status == PositionStatus.OPEN}
+    missing = [m for m in data.markets if m not in open_by_market]
+    if missing:
+        raise ProtocolError(ErrorCode.INVALID_MARKET, "no open position in " + ", ".join(missing))
+    marks = marks_for(data.markets)
+    frozen = [open_by_market[m] for m in data.markets]
+    for position in frozen:
+        position.settle_price = position_mark(position, marks)
+        move(position, PositionStatus.IN_SETTLEMENT, table=POSITION_TRANSITIONS)
+        position.save(update_fields=["status", "settle_price", "updated_at"])
+    # Flat positions of those markets carry realized PnL not yet paid: the settlement pays it too.
+    flat = [p for p in positions if p.market in data.markets and p.status == PositionStatus.CLOSED]
+    pnl_by_market = {}
+    for position in frozen + flat:
+        pnl = accounting.total_pnl(position.book, position_mark(position, marks))
+        pnl_by_market[position.market] = MONEY.add(pnl_by_market.get(position.market, ZERO), pnl)
+
+    settlement = Settlement.objects.create(
+        channel=channel,
+        requested_by=requested_by,
+        payment_method=data.payment_method,
+        chain_id=data.chain_id,
+        markets=list(data.markets),
+        ledger=build_ledger(pnl_by_market),
+    )
+    settlement.positions.set(frozen + flat)
+    SettlementTransition.objects.create(settlement=settlement, to_state=S.PROPOSED, actor=actor, note=note)
+    transition_channel(channel, ChannelStatus.SETTLING)
+    notify_positions(channel, frozen, marks)
+    notify_settlement(settlement)
     return settlement
+
+
+def retry(settlement_pk: int, *, actor: str) -> Settlement:
+    """A failed settlement is tried again as a new proposal of the same markets and method."""
+    failed = Settlement.objects.select_related("channel").get(pk=settlement_pk)
+    if failed.state != S.FAILED:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"settlement is {failed.state}; only a failed one is retried")
+    data = RequestSettlementData.model_validate({
+        "channel_id": failed.channel.channel_id, "payment_method": failed.payment_method,
+        "chain_id": failed.chain_id, "markets": failed.markets,
+    })
+    return propose_settlement(data=data, actor=actor, note=f"retry of settlement {failed.pk}")
 
 
 def transition(settlement_pk: int, target: SettlementState, *, actor: str, note: str = "") -> Settlement:
@@ -141,20 +169,29 @@ def _complete(settlement: Settlement) -> None:
 
 
 def _unfreeze(settlement: Settlement) -> None:
-    """Failed or rejected: frozen positions return to open, folding in any position opened meanwhile."""
+    """Failed or rejected: frozen positions return to open.
+
+    A position opened in the same market meanwhile is folded in by replaying its trades onto the returning one,
+    in the order they were recorded, exactly as if the freeze had never happened; it closes empty, marked
+    ``merged_into`` so the ledger rebuild (``recompute_positions``) follows the same path.
+    """
     channel = _lock_channel(settlement)
     changed: list[Position] = []
     for position in settlement.positions.filter(status=PositionStatus.IN_SETTLEMENT):
+        position.settle_price = None
+        move(position, PositionStatus.OPEN, table=POSITION_TRANSITIONS)
         newer = channel.positions.filter(market=position.market, status=PositionStatus.OPEN).first()
-        if newer is not None:  # only one open position per market: the newer one's content moves over
-            position.set_book(accounting.merge(position.book, newer.book))
+        if newer is not None:  # one open position per market: the newer one's trades move over
+            book = position.book
+            for trade in newer.trades.order_by("id"):
+                book = accounting.apply_trade(book, trade.initiator_direction, trade.amount, trade.price)
+            position.set_book(book)
             position.last_price = newer.last_price
             newer.set_book(accounting.Book())
+            newer.merged_into = position
             move(newer, PositionStatus.CLOSED, table=POSITION_TRANSITIONS)
             newer.save()
             changed.append(newer)
-        position.settle_price = None
-        move(position, PositionStatus.OPEN, table=POSITION_TRANSITIONS)
         if position.book.is_flat:
             move(position, PositionStatus.CLOSED, table=POSITION_TRANSITIONS)
         position.save()

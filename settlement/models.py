@@ -26,7 +26,10 @@ class PaymentMethod(models.TextChoices):
 
 class Settlement(models.Model):
     channel = models.ForeignKey(Channel, on_delete=models.PROTECT, related_name="settlements")
-    requested_by = models.ForeignKey(Peer, on_delete=models.PROTECT, related_name="requested_settlements")
+    requested_by = models.ForeignKey(
+        Peer, null=True, blank=True, on_delete=models.PROTECT, related_name="requested_settlements",
+        help_text="Empty when the operator (a command or back office) proposed it",
+    )
     payment_method = models.CharField(max_length=16, choices=PaymentMethod.choices)
     chain_id = models.PositiveBigIntegerField()
     markets = models.JSONField(help_text="Markets settled, as requested")
@@ -39,6 +42,7 @@ class Settlement(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("act_on_settlement", "Can accept, reject, fail or retry a settlement")]
         constraints = [
             models.UniqueConstraint(
                 fields=["channel"],

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from channels_app import accounting
-from channels_app.accounting import Book, apply_trade, merge, mirror, replay, total_pnl
+from channels_app.accounting import apply_trade, mirror, replay, total_pnl
 from channels_app.money import MONEY, fmt, parse_amount
 from settlement.ledger import build_ledger
 
@@ -36,14 +36,6 @@ def test_the_two_sides_pnl_sum_to_zero(trade_list, mark):
     assert MONEY.add(total_pnl(book, mark), total_pnl(mirror(book), mark)) == 0
     initiator, responder = accounting.margin_balances(Decimal(1000), total_pnl(book, mark))
     assert MONEY.add(initiator, responder) == 2000
-
-
-@settings(max_examples=200, deadline=None)
-@given(trades, trades, decimals)
-def test_merging_two_books_keeps_total_pnl(first, second, mark):
-    merged = merge(replay(first), replay(second))
-    assert total_pnl(merged, mark) == cash_flow_pnl(first + second, mark)
-    assert merged.quantity == replay(first).quantity + replay(second).quantity
 
 
 def test_average_cost_examples():

@@ -12,6 +12,7 @@ from eth_account.messages import encode_defunct
 from channels_app.errors import ErrorCode, ProtocolError
 from channels_app.models import Peer
 from channels_app.schemas import AuthenticateData
+from channels_app.services import presence
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,9 @@ def recover_signer(outstanding: Challenge | None, data: AuthenticateData) -> str
         raise ProtocolError(ErrorCode.INVALID_SIGNATURE, "signature does not recover to an address") from None
 
 
-def admit_peer(*, address: str) -> Peer:
-    """Record the peer's sign-in, or refuse it when disabled or not on OPERATOR_ALLOWED_PEERS."""
+def admit_peer(*, address: str, channel_name: str = "", client_address: str = "") -> Peer:
+    """Record the peer's sign-in (and its connection, for presence), or refuse it when disabled or not on
+    OPERATOR_ALLOWED_PEERS."""
     allowed = {a.lower() for a in settings.OPERATOR_ALLOWED_PEERS}
     if allowed and address.lower() not in allowed:
         raise ProtocolError(ErrorCode.PEER_DISABLED, "this peer is not allowed on this operator")
@@ -55,4 +57,6 @@ def admit_peer(*, address: str) -> Peer:
         peer.first_seen = peer.first_seen or now
         peer.last_seen = now
         peer.save(update_fields=["first_seen", "last_seen"])
+        if channel_name:
+            presence.connected(peer=peer, channel_name=channel_name, client_address=client_address)
     return peer

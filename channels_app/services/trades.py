@@ -87,6 +87,7 @@ def record_trade(*, peer: Peer, data: RecordTradeData) -> Recorded:
             amount=data.amount,
             price=data.price,
             executed_at=data.executed_at,
+            position=position,
         )
         notify_positions(channel, [position], marks)
         if after != before:

@@ -1,0 +1,229 @@
+"""Back office views of peers, channels, trades, positions and marks.
+
+Reads use the same payload builders as the protocol (figures from each side); writes go through
+``backoffice.actions`` (audited, and through the domain services). Trades and positions are never edited here.
+"""
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Count, Q
+
+from backoffice.actions import set_mark, set_peer_disabled
+from backoffice.audit import admin_actor
+from channels_app.models import (
+    INITIATOR,
+    RESPONDER,
+    Channel,
+    MarkPrice,
+    Peer,
+    PeerConnection,
+    Position,
+    Trade,
+    marks_for,
+)
+from channels_app.money import DecimalInputError, fmt, parse_amount
+from channels_app.notifications import position_payload
+from channels_app.schemas import MARKET_RE
+from channels_app.valuation import balances, position_mark
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """View only, for everyone: the ledger and derived state are changed by the protocol and services alone."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Peer)
+class PeerAdmin(admin.ModelAdmin):
+    list_display = ["address", "name", "is_disabled", "connections_now", "first_seen", "last_seen"]
+    list_filter = ["is_disabled"]
+    search_fields = ["address", "name"]
+    fields = ["address", "name", "url", "is_disabled", "created_at", "first_seen", "last_seen"]
+    readonly_fields = ["address", "is_disabled", "created_at", "first_seen", "last_seen"]
+    actions = ["disable_peers", "enable_peers"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(live=Count("connections"))
+
+    @admin.display(description="online", ordering="live")
+    def connections_now(self, peer):
+        return peer.live
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Disable selected peers (closes their connections)", permissions=["change"])
+    def disable_peers(self, request, queryset):
+        self._set_disabled(request, queryset, True)
+
+    @admin.action(description="Enable selected peers", permissions=["change"])
+    def enable_peers(self, request, queryset):
+        self._set_disabled(request, queryset, False)
+
+    def _set_disabled(self, request, queryset, disabled):
+        for peer in queryset:
+            set_peer_disabled(actor=admin_actor(request.user), user=request.user, peer_pk=peer.pk, disabled=disabled)
+        self.message_user(request, f"{queryset.count()} peer(s) {'disabled' if disabled else 'enabled'}.",
+                          messages.SUCCESS)
+
+
+def side_view(position: Position, role: str, mark) -> str:
+    view = position_payload(position, role, mark)
+    return (f"{view['direction']} {view['amount']} · cost {view['cost']} · value {view['market_value']} · "
+            f"pnl {view['pnl']} · realized {view['realized_pnl']}")
+
+
+class PositionInline(ReadOnlyInline):
+    model = Position
+    fields = ["market", "status", "initiator_side", "responder_side", "settle_price", "updated_at"]
+    readonly_fields = fields
+    ordering = ["-id"]
+
+    @admin.display(description="initiator's side")
+    def initiator_side(self, position):
+        return side_view(position, INITIATOR, position_mark(position, marks_for([position.market])))
+
+    @admin.display(description="responder's side")
+    def responder_side(self, position):
+        return side_view(position, RESPONDER, position_mark(position, marks_for([position.market])))
+
+
+class TradeInline(ReadOnlyInline):
+    model = Trade
+    fk_name = "channel"
+    fields = ["external_id", "market", "direction", "recorded_by", "amount", "price", "executed_at", "recorded_at"]
+    readonly_fields = fields
+    ordering = ["-id"]
+
+
+class PeerFilter(admin.SimpleListFilter):
+    """Channels where the peer is either party."""
+
+    title = "peer"
+    parameter_name = "peer"
+
+    def lookups(self, request, model_admin):
+        return [(peer.pk, str(peer)) for peer in Peer.objects.all()[:200]]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(Q(initiator_id=self.value()) | Q(responder_id=self.value()))
+        return queryset
+
+
+@admin.register(Channel)
+class ChannelAdmin(ReadOnlyAdmin):
+    list_display = ["channel_id", "initiator", "responder", "status", "margin_deposit", "initiator_balance",
+                    "responder_balance", "created_at"]
+    list_filter = ["status", PeerFilter]
+    search_fields = ["channel_id", "initiator__address", "responder__address", "initiator__name", "responder_name"]
+    list_select_related = ["initiator", "responder"]
+    fields = ["channel_id", "status", "initiator", "responder", "responder_name", "responder_url", "nonce",
+              "margin_deposit", "initiator_balance", "responder_balance", "created_at", "updated_at"]
+    readonly_fields = fields
+    inlines = [PositionInline, TradeInline]
+
+    @admin.display(description="initiator balance")
+    def initiator_balance(self, channel):
+        return fmt(balances(channel)[0])
+
+    @admin.display(description="responder balance")
+    def responder_balance(self, channel):
+        return fmt(balances(channel)[1])
+
+
+@admin.register(Trade)
+class TradeAdmin(ReadOnlyAdmin):
+    list_display = ["external_id", "channel", "market", "direction", "recorded_by", "amount", "price",
+                    "executed_at", "recorded_at"]
+    list_filter = ["market", "direction"]
+    search_fields = ["external_id", "channel__channel_id", "recorded_by__address"]
+    list_select_related = ["channel", "recorded_by"]
+    date_hierarchy = "recorded_at"
+
+
+@admin.register(Position)
+class PositionAdmin(ReadOnlyAdmin):
+    list_display = ["id", "channel", "market", "status", "initiator_side", "responder_side", "updated_at"]
+    list_filter = ["status", "market"]
+    search_fields = ["channel__channel_id", "market"]
+    list_select_related = ["channel"]
+    readonly_fields = ["initiator_side", "responder_side"]
+
+    @admin.display(description="initiator's side")
+    def initiator_side(self, position):
+        return side_view(position, INITIATOR, position_mark(position, marks_for([position.market])))
+
+    @admin.display(description="responder's side")
+    def responder_side(self, position):
+        return side_view(position, RESPONDER, position_mark(position, marks_for([position.market])))
+
+
+class MarkPriceForm(forms.ModelForm):
+    """Prices as decimal strings, validated as the protocol validates them (no exponent, no float)."""
+
+    price = forms.CharField(help_text="Decimal string, e.g. 1834.25")
+
+    class Meta:
+        model = MarkPrice
+        fields = ["market", "price"]
+
+    def clean_market(self):
+        market = self.cleaned_data["market"].strip()
+        if not MARKET_RE.fullmatch(market):
+            raise forms.ValidationError("BASE/QUOTE, 1-16 upper-case letters or digits each, e.g. ETH/USDT")
+        return market
+
+    def clean_price(self):
+        try:
+            return parse_amount(self.cleaned_data["price"].strip())
+        except DecimalInputError as exc:
+            raise forms.ValidationError(f"price {exc}") from None
+
+
+@admin.register(MarkPrice)
+class MarkPriceAdmin(admin.ModelAdmin):
+    """Saving a mark revalues every position in that market and notifies both parties of each channel."""
+
+    form = MarkPriceForm
+    list_display = ["market", "price", "source", "updated_at"]
+    search_fields = ["market"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["market"] if obj is not None else []
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        mark = set_mark(actor=admin_actor(request.user), user=request.user, market=form.cleaned_data.get(
+            "market", obj.market), price=form.cleaned_data["price"])
+        obj.pk, obj.price, obj.updated_at = mark.pk, mark.price, mark.updated_at
+
+
+@admin.register(PeerConnection)
+class PeerConnectionAdmin(ReadOnlyAdmin):
+    list_display = ["peer", "client_address", "server", "connected_at"]
+    search_fields = ["peer__address", "peer__name"]
+    list_select_related = ["peer"]
