@@ -165,3 +165,24 @@ async def test_settlement_states_only_move_as_the_table_allows(pair, settings):
         with pytest.raises(ProtocolError):
             await engine_transition(settlement.pk, target)
     assert (await Settlement.objects.aget()).state == "proposed"
+
+
+async def test_after_a_fold_the_ledger_rebuild_matches_the_stored_positions(pair, settings):
+    from channels.db import database_sync_to_async
+
+    from channels_app.services.recompute import recompute_positions
+
+    alice, bob, channel_id = pair
+    await alice.record(channel_id, external_id="1", direction="buy", amount="3", price="100")
+    await alice.record(channel_id, external_id="2", direction="sell", amount="1", price="107")
+    settings.SETTLEMENT_ACCEPT_POLICY = "manual"
+    await alice.ok("request_settlement", settle(channel_id))
+    await bob.record(channel_id, external_id="3", direction="buy", amount="1.5", price="111")  # alice sells
+    await bob.record(channel_id, external_id="4", direction="sell", amount="0.25", price="109")
+    settlement = await Settlement.objects.aget()
+    await engine_transition(settlement.pk, "rejected")
+    assert await database_sync_to_async(recompute_positions)() == []
+    folded = await Position.objects.aget(merged_into__isnull=False)
+    assert folded.status == "closed" and folded.quantity == 0
+    view = (await alice.positions(channel_id))["ETH/USD"]
+    assert view["direction"] == "buy" and view["amount"] == "0.75"
