@@ -85,8 +85,10 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
                 raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"frame exceeds {settings.MAX_FRAME_BYTES} bytes")
             try:
                 frame = await self.decode_json(text_data)
-            except (ValueError, RecursionError):
+            except ValueError:
                 raise ProtocolError(ErrorCode.INVALID_JSON, "frame is not valid JSON") from None
+            except RecursionError:
+                raise ProtocolError(ErrorCode.INVALID_JSON, "frame is nested too deeply") from None
             reqid = schemas.parse_reqid(frame)
             if not within_limit:
                 raise ProtocolError(ErrorCode.RATE_LIMITED, f"more than {settings.RATE_LIMIT_PER_SECOND:g} "
@@ -162,6 +164,18 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
         channel = await database_sync_to_async(channels.close_channel)(peer=self.peer, channel_id=data.channel_id)
         return {"channel_id": channel.channel_id}
 
+    async def record_trades(self, reqid, data):
+        channel, recorded = await database_sync_to_async(trades.record_trades)(peer=self.peer, data=data)
+        return {"channel_id": channel.channel_id, "external_ids": [t.external_id for t in recorded]}
+
+    async def list_channels(self, reqid, data):
+        found = await database_sync_to_async(channels.peer_channels)(peer=self.peer, status=data.status)
+        return {"channels": found}
+
+    async def settlements(self, reqid, data):
+        found = await database_sync_to_async(engine.channel_settlements)(peer=self.peer, channel_id=data.channel_id)
+        return {"channel_id": data.channel_id, "settlements": found}
+
     async def subscribe_notifications(self, reqid, data):
         await self.channel_layer.group_add(peer_group(self.peer.address), self.channel_name)
         self.subscription_reqid = reqid
@@ -185,6 +199,9 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
         Event.CLOSE_CHANNEL: close_channel,
         Event.SUBSCRIBE_NOTIFICATIONS: subscribe_notifications,
         Event.REQUEST_SETTLEMENT: request_settlement,
+        Event.RECORD_TRADES: record_trades,
+        Event.CHANNELS: list_channels,
+        Event.SETTLEMENTS: settlements,
     }
 
     # --- messages from the peer's groups ---------------------------------------------------------------------

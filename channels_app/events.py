@@ -16,6 +16,10 @@ class Event(enum.StrEnum):
     CLOSE_CHANNEL = "close_channel"
     POSITIONS = "positions"
     REQUEST_SETTLEMENT = "request_settlement"
+    # extensions (docs/protocol.md section 8)
+    RECORD_TRADES = "record_trades"
+    CHANNELS = "channels"
+    SETTLEMENTS = "settlements"
     # notifications
     STREAM_NOTIFICATION = "stream_notification"
     POSITION_NOTIFICATION = "position_notification"

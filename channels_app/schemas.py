@@ -16,10 +16,12 @@ from pydantic_core import PydanticCustomError
 
 from channels_app.errors import ErrorCode, ProtocolError
 from channels_app.events import Event
+from channels_app.models import ChannelStatus
 from channels_app.money import DecimalInputError, parse_amount
 
 MAX_REQID = 2**63 - 1
 MAX_FUTURE_SECONDS = 300
+MAX_BATCH_TRADES = 6765  # record_trades (docs/protocol.md section 8)
 MARKET_RE = re.compile(r"[A-Z0-9]{1,16}/[A-Z0-9]{1,16}")
 CHANNEL_ID_RE = re.compile(r"0x[0-9a-f]{64}")
 ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
@@ -115,14 +117,41 @@ class OpenChannelData(Schema):
     margin_deposit: PositiveDecimal
 
 
-class RecordTradeData(Schema):
-    channel_id: ChannelId
+class TradeFields(Schema):
+    """One execution as the reporting party saw it: a ``record_trade`` without its channel, a batch item."""
+
     external_id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
     market: Market
     direction: Literal["buy", "sell"]
     amount: PositiveDecimal
     price: PositiveDecimal
     executed_at: Annotated[Int64, AfterValidator(_not_in_future)]
+
+
+class RecordTradeData(TradeFields):
+    channel_id: ChannelId
+
+
+def _distinct_external_ids(trades: list[TradeFields]) -> list[TradeFields]:
+    seen = set()
+    for index, item in enumerate(trades):
+        if item.external_id in seen:
+            raise PydanticCustomError(ErrorCode.INVALID_MESSAGE, "trade {index} repeats external_id {external_id}",
+                                      {"index": index, "external_id": item.external_id[:128]})
+        seen.add(item.external_id)
+    return trades
+
+
+class RecordTradesData(Schema):
+    channel_id: ChannelId
+    trades: Annotated[list[TradeFields], Field(min_length=1, max_length=MAX_BATCH_TRADES),
+                      AfterValidator(_distinct_external_ids)]
+
+
+class ChannelsQuery(Schema):
+    """``channels``: all of the peer's channels, or those in one status."""
+
+    status: ChannelStatus | None = None
 
 
 class RequestSettlementData(Schema):
@@ -142,6 +171,9 @@ REQUEST_SCHEMAS: dict[Event, type[Schema] | None] = {
     Event.CLOSE_CHANNEL: ChannelRef,
     Event.POSITIONS: ChannelRef,
     Event.REQUEST_SETTLEMENT: RequestSettlementData,
+    Event.RECORD_TRADES: RecordTradesData,
+    Event.CHANNELS: ChannelsQuery,
+    Event.SETTLEMENTS: ChannelRef,
 }
 _CODES_FROM_SCHEMA = frozenset({ErrorCode.INVALID_DECIMAL, ErrorCode.INVALID_MARKET, ErrorCode.INVALID_SIGNATURE})
 
@@ -173,8 +205,11 @@ def parse_data(event: Event, frame: dict) -> Schema | None:
     schema = REQUEST_SCHEMAS[event]
     if schema is None:
         return None
+    payload = frame.get("data")
+    if payload is None and "data" not in frame and not any(f.is_required() for f in schema.model_fields.values()):
+        payload = {}  # every field optional (``channels``): the data object may be left out
     try:
-        return schema.model_validate(frame.get("data"))
+        return schema.model_validate(payload)
     except ValidationError as exc:
         raise _protocol_error(exc) from None
 

@@ -10,6 +10,7 @@ from channels_app.models import (
     UNSETTLED_POSITION_STATUSES,
     Channel,
     Position,
+    PositionStatus,
     marks_for,
 )
 from channels_app.money import MONEY, ZERO
@@ -40,3 +41,12 @@ def balances(channel: Channel, positions: list[Position] | None = None, marks=No
     if marks is None:
         marks = marks_for(p.market for p in positions)
     return accounting.margin_balances(channel.margin_deposit, initiator_pnl(positions, marks))
+
+
+def closed_pnl(channel: Channel) -> Decimal:
+    """Realized PnL of the channel's flat, not yet settled positions (initiator side): a constant for a trade,
+    which never touches a closed position, so recording reads only this column of them."""
+    total = ZERO
+    for realized in channel.positions.filter(status=PositionStatus.CLOSED).values_list("realized_pnl", flat=True):
+        total = MONEY.add(total, realized)
+    return total

@@ -91,6 +91,9 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "max_size": env.int("DB_POOL_MAX", default=10),
         "timeout": 10,
     }
+    # Several test runs side by side (one per worktree or agent) each need their own test database.
+    if env.str("TEST_DATABASE_NAME", default=""):
+        DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer ------------------------------------------------------------------------------------------
@@ -133,7 +136,8 @@ JWT_TTL_SECONDS = env.int("JWT_TTL_SECONDS", default=3600)
 CHALLENGE_TTL_SECONDS = env.int("CHALLENGE_TTL_SECONDS", default=300)
 MAX_AUTH_FAILURES = env.int("MAX_AUTH_FAILURES", default=5)
 OPERATOR_ALLOWED_PEERS = env.list("OPERATOR_ALLOWED_PEERS", default=[])
-MAX_FRAME_BYTES = env.int("MAX_FRAME_BYTES", default=65536)
+# 1 MiB: room for a full record_trades batch (6765 trades) with long ids and decimals.
+MAX_FRAME_BYTES = env.int("MAX_FRAME_BYTES", default=1048576)
 # Requests per second per connection (token bucket); past RATE_LIMIT_CLOSE_AFTER refusals in a row: close 4429.
 RATE_LIMIT_PER_SECOND = env.float("RATE_LIMIT_PER_SECOND", default=500.0)
 RATE_LIMIT_BURST = env.int("RATE_LIMIT_BURST", default=1000)

@@ -22,7 +22,7 @@ from channels_app.models import (
     marks_for,
 )
 from channels_app.money import MONEY, ZERO
-from channels_app.notifications import notify_positions, notify_settlement, notify_stream
+from channels_app.notifications import notify_positions, notify_settlement, notify_stream, settlement_history_payload
 from channels_app.schemas import RequestSettlementData
 from channels_app.services.channels import participant_channel, transition_channel
 from channels_app.statemachine import InvalidTransition, check_transition, move
@@ -53,6 +53,14 @@ def request_settlement(*, peer: Peer, data: RequestSettlementData) -> Settlement
     with transaction.atomic():
         channel = participant_channel(peer, data.channel_id, lock=True)
         return _propose(channel, data, requested_by=peer, actor=peer_actor(peer))
+
+
+def channel_settlements(*, peer: Peer, channel_id: str) -> list[dict]:
+    """A channel's settlements, newest first, with ledgers and state times, as ``peer`` sees them."""
+    channel = participant_channel(peer, channel_id)
+    role = channel.role_of(peer.id)
+    settlements = channel.settlements.select_related("channel").prefetch_related("transitions").order_by("-id")
+    return [settlement_history_payload(s, role) for s in settlements]
 
 
 def propose_settlement(*, data: RequestSettlementData, actor: str, note: str = "") -> Settlement:

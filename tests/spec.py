@@ -1,7 +1,8 @@
 """Validate every server frame the tests see against ../shared/spec/asyncapi.yaml (the published contract).
 
 A frame must match one of the spec's SUB (server -> client) messages with the same ``event``; the error names
-the frame and every schema it failed.
+the frame and every schema it failed. Replies of the project's extensions (docs/protocol.md section 8), which the
+spec does not define, are checked against docs/extensions.yaml instead.
 """
 from functools import lru_cache
 from pathlib import Path
@@ -13,6 +14,8 @@ from referencing.jsonschema import DRAFT202012
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "spec" / "asyncapi.yaml"
 SPEC_URI = "urn:operator-api:asyncapi"
+EXTENSIONS_PATH = Path(__file__).resolve().parents[1] / "docs" / "extensions.yaml"
+EXTENSIONS_URI = "urn:operator-api:extensions"
 
 
 @lru_cache(maxsize=1)
@@ -30,6 +33,12 @@ def _validators_by_event() -> dict[str, list[tuple[str, Draft202012Validator]]]:
         event = payload["properties"]["event"]["const"]
         validator = Draft202012Validator({"$ref": SPEC_URI + payload_ref}, registry=registry)
         by_event.setdefault(event, []).append((name, validator))
+    extensions = yaml.safe_load(EXTENSIONS_PATH.read_text())
+    registry = registry.with_resource(EXTENSIONS_URI, Resource(contents=extensions, specification=DRAFT202012))
+    for event in extensions["events"]:
+        assert event not in by_event, f"{event} is in the spec: it is no extension"
+        validator = Draft202012Validator({"$ref": f"{EXTENSIONS_URI}#/events/{event}"}, registry=registry)
+        by_event[event] = [(f"extension {event}", validator)]
     return by_event
 
 
