@@ -4,6 +4,7 @@ Handlers are a line or two each: the rules live in ``channels_app.services`` and
 ``database_sync_to_async`` call per request, so the reply goes out only after the state change committed.
 Requests on one connection are handled in order (Channels dispatches one message at a time per consumer).
 """
+import asyncio
 import json
 import logging
 import uuid
@@ -26,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 NO_REPLY = object()  # a handler that answers nothing (subscribe_notifications) or has answered itself
 CLOSE_AUTH_FAILED = 4403
-CLOSE_RATE_LIMITED = 4429
+CLOSE_RATE_LIMITED = 4429  # also: connection limit reached, authentication locked out
+CLOSE_AUTH_TIMEOUT = 4408
 
 
 def _reject_constant(name: str):
@@ -42,6 +44,9 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
     # --- connection lifecycle -------------------------------------------------------------------------------
     async def connect(self):
         self.bucket = TokenBucket(settings.RATE_LIMIT_PER_SECOND, settings.RATE_LIMIT_BURST)
+        self.auth_timer = asyncio.get_running_loop().call_later(
+            settings.AUTH_TIMEOUT_SECONDS, lambda: asyncio.ensure_future(self.close_unauthenticated())
+        )
         await self.accept()
         await self.send_json({"event": Event.VERSION, "reqid": 0, "data": {"version": settings.API_VERSION}})
         await self.send_json(
@@ -50,6 +55,7 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
         await self.send_challenge(0)
 
     async def disconnect(self, code):
+        self.auth_timer.cancel()
         if self.peer is None:
             return
         if self.subscription_reqid is not None:
@@ -81,8 +87,14 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
         try:
             if text_data is None:
                 raise ProtocolError(ErrorCode.INVALID_MESSAGE, "binary frames are not supported; send JSON text")
-            if len(text_data) > settings.MAX_FRAME_BYTES or len(text_data.encode()) > settings.MAX_FRAME_BYTES:
-                raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"frame exceeds {settings.MAX_FRAME_BYTES} bytes")
+            # Only an authenticated peer's record_trades may exceed MAX_FRAME_BYTES; nobody else's big frame is
+            # even parsed. (UTF-8 takes at most 4 bytes a character: short frames need no encoding to measure.)
+            limit = settings.MAX_BATCH_FRAME_BYTES if self.peer is not None else settings.MAX_FRAME_BYTES
+            size = len(text_data)
+            if size <= limit and size * 4 > settings.MAX_FRAME_BYTES:
+                size = len(text_data.encode())
+            if size > limit:
+                raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"frame exceeds {limit} bytes")
             try:
                 frame = await self.decode_json(text_data)
             except ValueError:
@@ -90,6 +102,9 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
             except RecursionError:
                 raise ProtocolError(ErrorCode.INVALID_JSON, "frame is nested too deeply") from None
             reqid = schemas.parse_reqid(frame)
+            if size > settings.MAX_FRAME_BYTES and frame.get("event") != Event.RECORD_TRADES:
+                raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"frame exceeds {settings.MAX_FRAME_BYTES} bytes "
+                                    f"(only record_trades may be up to {settings.MAX_BATCH_FRAME_BYTES})")
             if not within_limit:
                 raise ProtocolError(ErrorCode.RATE_LIMITED, f"more than {settings.RATE_LIMIT_PER_SECOND:g} "
                                     "requests per second on this connection; slow down")
@@ -126,22 +141,32 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
             raise ProtocolError(ErrorCode.ALREADY_AUTHENTICATED, "this connection is already authenticated")
         outstanding, self.challenge = self.challenge, None  # single-use, whatever the outcome
         try:
-            data = schemas.parse_data(Event.AUTHENTICATE, frame)
-            address = auth.recover_signer(outstanding, data)
-            self.peer = await database_sync_to_async(auth.admit_peer)(
-                address=address, channel_name=self.channel_name, client_address=self.client_address
+            self.peer = await database_sync_to_async(auth.sign_in)(
+                outstanding=outstanding, frame=frame, client_ip=self.client_ip, channel_name=self.channel_name,
+                client_address=self.client_address,
             )
         except ProtocolError as exc:
-            self.auth_failures += 1
             await self.send_json(error_frame(reqid, exc.code, exc.message))
+            if exc.code in (ErrorCode.CONNECTION_LIMIT, ErrorCode.RATE_LIMITED):  # locked out: retrying is futile
+                await self.close(code=CLOSE_RATE_LIMITED)
+                return
+            self.auth_failures += 1
             if self.auth_failures >= settings.MAX_AUTH_FAILURES:
                 await self.close(code=CLOSE_AUTH_FAILED)
             else:
                 await self.send_challenge(reqid)
             return
         self.auth_failures = 0
+        self.auth_timer.cancel()
         await self.channel_layer.group_add(peer_control_group(self.peer.address), self.channel_name)
         await self.reply(reqid, Event.AUTHENTICATE)
+
+    async def close_unauthenticated(self):
+        """AUTH_TIMEOUT_SECONDS passed without a successful ``authenticate``."""
+        if self.peer is None:
+            await self.send_json(error_frame(0, ErrorCode.NOT_AUTHENTICATED, "not authenticated within "
+                                             f"{settings.AUTH_TIMEOUT_SECONDS:g} s; closing"))
+            await self.close(code=CLOSE_AUTH_TIMEOUT)
 
     # --- request handlers: (reqid, validated data) -> reply data | None | NO_REPLY --------------------------
     async def open_channel(self, reqid, data):
@@ -205,6 +230,11 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
     }
 
     # --- messages from the peer's groups ---------------------------------------------------------------------
+    @property
+    def client_ip(self) -> str:
+        client = self.scope.get("client")
+        return client[0] if client else ""
+
     @property
     def client_address(self) -> str:
         client = self.scope.get("client")

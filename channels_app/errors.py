@@ -24,6 +24,7 @@ class ErrorCode(enum.StrEnum):
     MARGIN_EXCEEDED = "margin_exceeded"
     PAYMENT_METHOD_UNAVAILABLE = "payment_method_unavailable"
     RATE_LIMITED = "rate_limited"
+    CONNECTION_LIMIT = "connection_limit"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -109,6 +109,13 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1500}}}
 
+# --- Cache: shared by every process where Redis is (the authentication lock-out counts per client IP) ----------
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": "operatorapi"}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 # --- Auth / i18n / static -----------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -136,12 +143,19 @@ JWT_TTL_SECONDS = env.int("JWT_TTL_SECONDS", default=3600)
 CHALLENGE_TTL_SECONDS = env.int("CHALLENGE_TTL_SECONDS", default=300)
 MAX_AUTH_FAILURES = env.int("MAX_AUTH_FAILURES", default=5)
 OPERATOR_ALLOWED_PEERS = env.list("OPERATOR_ALLOWED_PEERS", default=[])
-# 1 MiB: room for a full record_trades batch (6765 trades) with long ids and decimals.
-MAX_FRAME_BYTES = env.int("MAX_FRAME_BYTES", default=1048576)
+MAX_FRAME_BYTES = env.int("MAX_FRAME_BYTES", default=65536)
+# record_trades alone (authenticated peers only) may be larger: room for a full batch of 6765 trades.
+MAX_BATCH_FRAME_BYTES = env.int("MAX_BATCH_FRAME_BYTES", default=1048576)
 # Requests per second per connection (token bucket); past RATE_LIMIT_CLOSE_AFTER refusals in a row: close 4429.
 RATE_LIMIT_PER_SECOND = env.float("RATE_LIMIT_PER_SECOND", default=500.0)
 RATE_LIMIT_BURST = env.int("RATE_LIMIT_BURST", default=1000)
 RATE_LIMIT_CLOSE_AFTER = env.int("RATE_LIMIT_CLOSE_AFTER", default=100)
+# Abuse limits (docs/protocol.md section 10): live authenticated connections per peer (0 = no limit); seconds a
+# connection may stay unauthenticated; failed authentications per client IP within the lock-out window.
+MAX_CONNECTIONS_PER_PEER = env.int("MAX_CONNECTIONS_PER_PEER", default=32)
+AUTH_TIMEOUT_SECONDS = env.float("AUTH_TIMEOUT_SECONDS", default=30.0)
+AUTH_LOCKOUT_FAILURES = env.int("AUTH_LOCKOUT_FAILURES", default=20)
+AUTH_LOCKOUT_SECONDS = env.int("AUTH_LOCKOUT_SECONDS", default=300)
 CHANNEL_APP_DEFINITION = env.str("CHANNEL_APP_DEFINITION", default="0x" + "0" * 40)
 CHANNEL_CHALLENGE_DURATION = env.int("CHANNEL_CHALLENGE_DURATION", default=86400)
 # Settlement: the counterparty's acceptance policy ("auto" accepts at once, "manual" waits for back office),

@@ -48,15 +48,17 @@ async def test_a_batch_notifies_each_touched_position_once_and_the_margin_once(p
     alice, bob, channel_id = pair
     walk = [("buy", "1", "100"), ("buy", "1", "104")]
     trades = items(walk) + items([("sell", "3", "20")], prefix="b", market="BTC/USDT")
+    # a round trip opened and closed inside the batch is never live outside it: not announced, PnL +2 in margins
+    trades += items([("buy", "1", "10"), ("sell", "1", "12")], prefix="s", market="SOL/USD")
     await batch(bob, channel_id, trades)
     for client, eth_direction in ((alice, "sell"), (bob, "buy")):
         eth = await client.notification("position_notification", market="ETH/USD")
         assert (eth["data"]["direction"], eth["data"]["amount"], eth["data"]["cost"]) == (eth_direction, "2", "204")
         await client.notification("position_notification", market="BTC/USDT")
         margin = await client.notification("stream_notification", action="marginUpdated")
-        # bob long 2 ETH cost 204 at mark 104 (+4), short 3 BTC at 20 (flat): alice -4
+        # bob long 2 ETH cost 204 at mark 104 (+4), short 3 BTC at 20 (flat), SOL realized +2: alice -6
         assert (margin["data"]["initiator_margin_balance"], margin["data"]["follower_margin_balance"]) == (
-            "996", "1004")
+            "994", "1006")
         await client.expect_nothing()
 
 

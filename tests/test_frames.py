@@ -74,8 +74,29 @@ async def test_frames_over_max_frame_bytes_are_refused(connect, settings):
     settings.MAX_FRAME_BYTES = 1024
     client = await connect()
     await client.send_raw(text=json.dumps({"event": "positions", "reqid": 3, "data": {"pad": "é" * 600}}))
-    await assert_error(client, "message_too_large")  # 1200 bytes in UTF-8, though 600 characters
+    # 1200 bytes in UTF-8, though 600 characters; parsed (the peer is authenticated) so the reqid is known
+    await assert_error(client, "message_too_large", reqid=3)
     await still_usable(client)
+
+
+async def test_only_an_authenticated_peers_record_trades_may_exceed_max_frame_bytes(pair, connect, settings):
+    alice, bob, channel_id = pair
+    settings.MAX_FRAME_BYTES = 2048
+    settings.MAX_BATCH_FRAME_BYTES = 8192
+    trades = [{k: v for k, v in trade(channel_id, external_id=f"t{i}").items() if k != "channel_id"}
+              for i in range(30)]  # about 3.5 KB
+    reply = await alice.request("record_trades", {"channel_id": channel_id, "trades": trades})
+    assert reply["event"] == "record_trades" and len(reply["data"]["external_ids"]) == 30
+    await alice.error("positions", {"channel_id": channel_id, "pad": "x" * 3000}, code="message_too_large")
+    huge = [{**t, "external_id": f"h{i}"} for i, t in enumerate(trades * 3)]
+    await alice.send_raw(text=json.dumps({"event": "record_trades", "reqid": 5,
+                                          "data": {"channel_id": channel_id, "trades": huge}}))
+    await assert_error(alice, "message_too_large")  # over even the batch limit: not parsed, reqid 0
+    stranger = await connect(login=False)
+    await stranger.send_raw(text=json.dumps({"event": "record_trades", "reqid": 6,
+                                             "data": {"channel_id": channel_id, "trades": trades}}))
+    await assert_error(stranger, "message_too_large")
+    await still_usable(stranger)
 
 
 async def test_unknown_extra_properties_are_ignored(pair):

@@ -4,14 +4,16 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from channels_app.errors import ErrorCode, ProtocolError
-from channels_app.models import Peer
-from channels_app.schemas import AuthenticateData
+from channels_app.events import Event
+from channels_app.models import Peer, PeerConnection
+from channels_app.schemas import AuthenticateData, parse_data
 from channels_app.services import presence
 
 
@@ -43,6 +45,46 @@ def recover_signer(outstanding: Challenge | None, data: AuthenticateData) -> str
         raise ProtocolError(ErrorCode.INVALID_SIGNATURE, "signature does not recover to an address") from None
 
 
+def sign_in(*, outstanding: Challenge | None, frame: dict, client_ip: str, channel_name: str = "",
+            client_address: str = "") -> Peer:
+    """An ``authenticate`` request as one unit: lock-out, the frame's data, the signature, admission.
+
+    Every refusal but the connection limit counts as a failed authentication of ``client_ip``; past
+    AUTH_LOCKOUT_FAILURES within AUTH_LOCKOUT_SECONDS that IP is refused outright (``rate_limited``) until the
+    window ends, on every process sharing the cache.
+    """
+    if _failures(client_ip) >= settings.AUTH_LOCKOUT_FAILURES:
+        raise ProtocolError(ErrorCode.RATE_LIMITED, "too many failed authentications from this address; "
+                            f"try again in up to {settings.AUTH_LOCKOUT_SECONDS} s")
+    try:
+        data = parse_data(Event.AUTHENTICATE, frame)
+        address = recover_signer(outstanding, data)
+        return admit_peer(address=address, channel_name=channel_name, client_address=client_address)
+    except ProtocolError as exc:
+        if exc.code != ErrorCode.CONNECTION_LIMIT:
+            _count_failure(client_ip)
+        raise
+
+
+def _lockout_key(client_ip: str) -> str:
+    return f"auth-failures:{client_ip}"
+
+
+def _failures(client_ip: str) -> int:
+    # No address (an in-process test harness, never Daphne): nothing to attribute failures to.
+    return cache.get(_lockout_key(client_ip), 0) if client_ip else 0
+
+
+def _count_failure(client_ip: str) -> None:
+    if client_ip:
+        key = _lockout_key(client_ip)
+        cache.add(key, 0, timeout=settings.AUTH_LOCKOUT_SECONDS)  # the window starts at the first failure
+        try:
+            cache.incr(key)
+        except ValueError:  # expired between add and incr: a new window
+            cache.add(key, 1, timeout=settings.AUTH_LOCKOUT_SECONDS)
+
+
 def admit_peer(*, address: str, channel_name: str = "", client_address: str = "") -> Peer:
     """Record the peer's sign-in (and its connection, for presence), or refuse it when disabled or not on
     OPERATOR_ALLOWED_PEERS."""
@@ -54,6 +96,12 @@ def admit_peer(*, address: str, channel_name: str = "", client_address: str = ""
         peer, _ = Peer.objects.select_for_update().get_or_create(address=address)
         if peer.is_disabled:
             raise ProtocolError(ErrorCode.PEER_DISABLED, "this peer is disabled")
+        limit = settings.MAX_CONNECTIONS_PER_PEER
+        if channel_name and limit:  # counted under the peer's row lock: two sign-ins cannot both take the last
+            live = PeerConnection.objects.filter(peer=peer).exclude(channel_name=channel_name).count()
+            if live >= limit:
+                raise ProtocolError(ErrorCode.CONNECTION_LIMIT, f"this peer already has {live} live connections "
+                                    f"(limit {limit}); close one first")
         peer.first_seen = peer.first_seen or now
         peer.last_seen = now
         peer.save(update_fields=["first_seen", "last_seen"])

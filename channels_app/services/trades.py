@@ -126,7 +126,11 @@ def _record(peer: Peer, channel_id: str, items, *, label) -> tuple[Channel, list
                 position.save()
         Position.objects.bulk_create(created)
         Trade.objects.bulk_create(new_trades)  # one INSERT for the lot (assigns the positions' new keys)
-        notify_positions(channel, list(touched.values()), marks)
+        # A position both opened and closed inside this request was never live outside it: it is not announced
+        # (its realized PnL is in the marginUpdated); every other touched position is, once, in its final state.
+        created_ids = {id(p) for p in created}
+        announced = [p for p in touched.values() if not (id(p) in created_ids and p.status == PositionStatus.CLOSED)]
+        notify_positions(channel, announced, marks)
         if after != before:
             notify_stream(channel, StreamAction.MARGIN_UPDATED, after)
     by_external_id = {t.external_id: (t, False) for t in new_trades}
