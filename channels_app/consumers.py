@@ -7,8 +7,10 @@ Requests on one connection are handled in order (Channels dispatches one message
 import asyncio
 import json
 import logging
+import time
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -24,6 +26,7 @@ from operatorapi.keys import operator_keys
 from settlement import engine
 
 logger = logging.getLogger(__name__)
+request_log = logging.getLogger("operatorapi.requests")  # one line per request
 
 NO_REPLY = object()  # a handler that answers nothing (subscribe_notifications) or has answered itself
 CLOSE_AUTH_FAILED = 4403
@@ -78,29 +81,16 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
         return json.dumps(content, separators=(",", ":"), ensure_ascii=False)
 
     async def receive(self, text_data=None, bytes_data=None):
+        started = time.perf_counter()
         reqid = 0
         event = None
+        self.outcome = "ok"
         within_limit = self.bucket.take()  # every frame counts, garbage included
         if not within_limit and self.bucket.refused_in_a_row > settings.RATE_LIMIT_CLOSE_AFTER:
             await self.close(code=CLOSE_RATE_LIMITED)
             return
         try:
-            if text_data is None:
-                raise ProtocolError(ErrorCode.INVALID_MESSAGE, "binary frames are not supported; send JSON text")
-            # Only an authenticated peer's record_trades may exceed MAX_FRAME_BYTES; nobody else's big frame is
-            # even parsed. (UTF-8 takes at most 4 bytes a character: short frames need no encoding to measure.)
-            limit = settings.MAX_BATCH_FRAME_BYTES if self.peer is not None else settings.MAX_FRAME_BYTES
-            size = len(text_data)
-            if size <= limit and size * 4 > settings.MAX_FRAME_BYTES:
-                size = len(text_data.encode())
-            if size > limit:
-                raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"frame exceeds {limit} bytes")
-            try:
-                frame = await self.decode_json(text_data)
-            except ValueError:
-                raise ProtocolError(ErrorCode.INVALID_JSON, "frame is not valid JSON") from None
-            except RecursionError:
-                raise ProtocolError(ErrorCode.INVALID_JSON, "frame is nested too deeply") from None
+            frame, size = await self.read_frame(text_data)
             reqid = schemas.parse_reqid(frame)
             if size > settings.MAX_FRAME_BYTES and frame.get("event") != Event.RECORD_TRADES:
                 raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"frame exceeds {settings.MAX_FRAME_BYTES} bytes "
@@ -111,12 +101,40 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
             event = schemas.parse_event(frame)
             await self.handle_request(reqid, event, frame)
         except ProtocolError as exc:
-            await self.send_json(error_frame(reqid, exc.code, exc.message))
+            await self.send_error(reqid, exc.code, exc.message)
         except Exception:
             correlation_id = uuid.uuid4().hex[:12]
             logger.exception("internal error %s on %s (reqid %s)", correlation_id, event, reqid)
-            await self.send_json(error_frame(reqid, ErrorCode.INTERNAL_ERROR,
-                                             f"internal error; reference {correlation_id}"))
+            await self.send_error(reqid, ErrorCode.INTERNAL_ERROR, f"internal error; reference {correlation_id}")
+        request_log.info("request", extra={
+            "event": event, "reqid": reqid, "peer": self.peer.address if self.peer else None,
+            "client": self.client_address, "outcome": self.outcome,
+            "ms": round((time.perf_counter() - started) * 1000, 3),
+        })
+
+    async def read_frame(self, text_data: str | None) -> tuple[Any, int]:
+        """The decoded frame and its size in bytes, within the size limit of the connection's state."""
+        if text_data is None:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "binary frames are not supported; send JSON text")
+        # Only an authenticated peer's record_trades may exceed MAX_FRAME_BYTES; nobody else's big frame is even
+        # parsed. (UTF-8 takes at most 4 bytes a character: short frames need no encoding to be measured.)
+        limit = settings.MAX_BATCH_FRAME_BYTES if self.peer is not None else settings.MAX_FRAME_BYTES
+        size = len(text_data)
+        if size <= limit and size * 4 > settings.MAX_FRAME_BYTES:
+            size = len(text_data.encode())
+        if size > limit:
+            raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"frame exceeds {limit} bytes")
+        try:
+            frame = await self.decode_json(text_data)
+        except ValueError:
+            raise ProtocolError(ErrorCode.INVALID_JSON, "frame is not valid JSON") from None
+        except RecursionError:
+            raise ProtocolError(ErrorCode.INVALID_JSON, "frame is nested too deeply") from None
+        return frame, size
+
+    async def send_error(self, reqid: int, code: ErrorCode, message: str) -> None:
+        self.outcome = str(code)
+        await self.send_json(error_frame(reqid, code, message))
 
     async def handle_request(self, reqid: int, event: Event, frame: dict) -> None:
         if event == Event.AUTHENTICATE:
@@ -146,7 +164,7 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
                 client_address=self.client_address,
             )
         except ProtocolError as exc:
-            await self.send_json(error_frame(reqid, exc.code, exc.message))
+            await self.send_error(reqid, exc.code, exc.message)
             if exc.code in (ErrorCode.CONNECTION_LIMIT, ErrorCode.RATE_LIMITED):  # locked out: retrying is futile
                 await self.close(code=CLOSE_RATE_LIMITED)
                 return

@@ -57,3 +57,22 @@ def test_a_jwt_key_that_is_not_p256_is_refused():
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
     with pytest.raises(ValueError, match="P-256"):
         OperatorKeys("0x" + "11" * 32, pem)
+
+
+def test_check_deploy_is_clean_with_a_production_environment(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "TLS")}
+    env.update(DEBUG="false", TLS="true", VAR_DIR=str(tmp_path / "var"), ALLOWED_HOSTS="operator.example.com")
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no issues" in done.stdout
+
+    env.pop("TLS")  # plain http in production: the deploy check says what is missing
+    done = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "SECURE_SSL_REDIRECT" in done.stderr + done.stdout
