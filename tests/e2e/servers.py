@@ -7,6 +7,7 @@ the test must use ``transactional_db`` so they are flushed afterwards) and to th
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -41,13 +42,22 @@ def server_environment(tmp_path: Path) -> dict:
 
 
 @contextmanager
-def daphne(env: dict, *extra_args: str):
-    """A Daphne process serving the project; yields its ``(host, port)`` once /healthz answers 200."""
+def daphne(env: dict, *extra_args: str, tls: tuple[Path, Path] | None = None):
+    """A Daphne process serving the project; yields its ``(host, port)`` once /healthz answers 200.
+
+    ``tls=(certificate, private key)``: served over TLS (Daphne's endpoint syntax), so ``https://`` / ``wss://``.
+    """
     port = free_port()
     log = open(Path(env["VAR_DIR"]).parent / f"daphne-{port}.log", "w+")
+    if tls:
+        cert, key = tls
+        listen = ["-e", f"ssl:{port}:privateKey={key}:certKey={cert}:interface=127.0.0.1"]
+        context = ssl.create_default_context(cafile=str(cert))
+        health = f"https://localhost:{port}/healthz"
+    else:
+        listen, context, health = ["-b", "127.0.0.1", "-p", str(port)], None, f"http://127.0.0.1:{port}/healthz"
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *extra_args,
-         "operatorapi.asgi:application"],
+        [sys.executable, "-m", "daphne", *listen, *extra_args, "operatorapi.asgi:application"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
@@ -57,12 +67,12 @@ def daphne(env: dict, *extra_args: str):
                 log.seek(0)
                 raise RuntimeError(f"daphne did not come up on port {port}:\n{log.read()[-4000:]}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+                with urllib.request.urlopen(health, timeout=1, context=context) as response:
                     if response.status == 200:
                         break
             except OSError:
                 time.sleep(0.1)
-        yield "127.0.0.1", port
+        yield ("localhost" if tls else "127.0.0.1"), port
     finally:
         process.send_signal(signal.SIGTERM)
         try:
