@@ -1,7 +1,8 @@
 """The WebSocket endpoint: decode a frame, validate it, dispatch it by event to a handler, send the reply.
 
 Handlers are a line or two each: the rules live in ``channels_app.services`` and ``settlement.engine``, run in one
-``database_sync_to_async`` call per request, so the reply goes out only after the state change committed.
+call on the database thread of the channel (``channels_app.dbthreads``), so the reply goes out only after the
+state change committed.
 Requests on one connection are handled in order (Channels dispatches one message at a time per consumer).
 """
 import asyncio
@@ -12,11 +13,11 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from channels_app import schemas
+from channels_app.dbthreads import on_thread_of
 from channels_app.errors import ErrorCode, ProtocolError, error_frame
 from channels_app.events import Event
 from channels_app.notifications import peer_control_group, peer_group
@@ -64,7 +65,7 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
         if self.subscription_reqid is not None:
             await self.channel_layer.group_discard(peer_group(self.peer.address), self.channel_name)
         await self.channel_layer.group_discard(peer_control_group(self.peer.address), self.channel_name)
-        await database_sync_to_async(presence.disconnected)(channel_name=self.channel_name)
+        await on_thread_of(self.peer.address, presence.disconnected)(channel_name=self.channel_name)
 
     async def send_challenge(self, reqid: int) -> None:
         self.challenge = auth.Challenge.issue()
@@ -159,7 +160,7 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
             raise ProtocolError(ErrorCode.ALREADY_AUTHENTICATED, "this connection is already authenticated")
         outstanding, self.challenge = self.challenge, None  # single-use, whatever the outcome
         try:
-            self.peer = await database_sync_to_async(auth.sign_in)(
+            self.peer = await on_thread_of(self.channel_name, auth.sign_in)(
                 outstanding=outstanding, frame=frame, client_ip=self.client_ip, channel_name=self.channel_name,
                 client_address=self.client_address,
             )
@@ -188,35 +189,43 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
 
     # --- request handlers: (reqid, validated data) -> reply data | None | NO_REPLY --------------------------
     async def open_channel(self, reqid, data):
-        channel = await database_sync_to_async(channels.open_channel)(initiator=self.peer, data=data)
+        channel = await on_thread_of(self.peer.address, channels.open_channel)(initiator=self.peer, data=data)
         return {"channel_id": channel.channel_id}
 
     async def record_trade(self, reqid, data):
-        recorded = await database_sync_to_async(trades.record_trade)(peer=self.peer, data=data)
+        recorded = await on_thread_of(data.channel_id, trades.record_trade)(peer=self.peer, data=data)
         return {"channel_id": recorded.channel.channel_id, "external_id": recorded.trade.external_id}
 
     async def positions(self, reqid, data):
-        book = await database_sync_to_async(channels.live_positions)(peer=self.peer, channel_id=data.channel_id)
+        book = await on_thread_of(data.channel_id, channels.live_positions)(
+            peer=self.peer, channel_id=data.channel_id
+        )
         return {"channel_id": data.channel_id, "positions": book}
 
     async def channel_jwt(self, reqid, data):
-        token = await database_sync_to_async(tokens.issue_channel_jwt)(peer=self.peer, channel_id=data.channel_id)
+        token = await on_thread_of(data.channel_id, tokens.issue_channel_jwt)(
+            peer=self.peer, channel_id=data.channel_id
+        )
         return {"jwt": token}
 
     async def close_channel(self, reqid, data):
-        channel = await database_sync_to_async(channels.close_channel)(peer=self.peer, channel_id=data.channel_id)
+        channel = await on_thread_of(data.channel_id, channels.close_channel)(
+            peer=self.peer, channel_id=data.channel_id
+        )
         return {"channel_id": channel.channel_id}
 
     async def record_trades(self, reqid, data):
-        channel, recorded = await database_sync_to_async(trades.record_trades)(peer=self.peer, data=data)
+        channel, recorded = await on_thread_of(data.channel_id, trades.record_trades)(peer=self.peer, data=data)
         return {"channel_id": channel.channel_id, "external_ids": [t.external_id for t in recorded]}
 
     async def list_channels(self, reqid, data):
-        found = await database_sync_to_async(channels.peer_channels)(peer=self.peer, status=data.status)
+        found = await on_thread_of(self.peer.address, channels.peer_channels)(peer=self.peer, status=data.status)
         return {"channels": found}
 
     async def settlements(self, reqid, data):
-        found = await database_sync_to_async(engine.channel_settlements)(peer=self.peer, channel_id=data.channel_id)
+        found = await on_thread_of(data.channel_id, engine.channel_settlements)(
+            peer=self.peer, channel_id=data.channel_id
+        )
         return {"channel_id": data.channel_id, "settlements": found}
 
     async def subscribe_notifications(self, reqid, data):
@@ -225,10 +234,10 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
         return NO_REPLY
 
     async def request_settlement(self, reqid, data):
-        settlement = await database_sync_to_async(engine.request_settlement)(peer=self.peer, data=data)
+        settlement = await on_thread_of(data.channel_id, engine.request_settlement)(peer=self.peer, data=data)
         await self.reply(reqid, Event.REQUEST_SETTLEMENT)
         try:  # the proposal is committed and answered; acceptance and payment follow as notifications
-            await database_sync_to_async(engine.apply_accept_policy)(settlement.pk)
+            await on_thread_of(data.channel_id, engine.apply_accept_policy)(settlement.pk)
         except Exception:
             logger.exception("settlement %s: policy/payment run failed; left in its state for back office",
                              settlement.pk)
@@ -263,5 +272,7 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
         await self.close(code=CLOSE_AUTH_FAILED)
 
     async def notify(self, message):
+        """A transaction's notifications for this peer (channels_app.notifications), in order."""
         if self.subscription_reqid is not None:
-            await self.send_json({"event": message["event"], "reqid": self.subscription_reqid, "data": message["data"]})
+            for frame in message["frames"]:
+                await self.send_json({"event": frame["event"], "reqid": self.subscription_reqid, "data": frame["data"]})

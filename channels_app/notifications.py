@@ -47,49 +47,50 @@ def disconnect_peer_on_commit(address: str) -> None:
 
 
 class _Outbox:
-    """The notifications of one transaction, sent in order once it commits, in one hop to the event loop.
-
-    (A hop per notification blocked the database thread four times per trade; a batch of trades made thousands.)
+    """The notifications of one transaction, published once it commits, in one hop to the event loop and one
+    channel-layer message per peer (its frames in order): a trade's four notifications are two publishes.
     """
 
     def __init__(self):
-        self.messages: list[tuple[str, dict]] = []
+        self.frames: dict[str, list[dict]] = {}  # peer address -> frames, in the order they were queued
+
+    def add(self, address: str, event: Event, data: dict) -> None:
+        self.frames.setdefault(address, []).append({"event": str(event), "data": data})
 
     def __call__(self):
-        async_to_sync(_group_send_all)(self.messages)
+        async_to_sync(_publish)(self.frames)
 
 
-async def _group_send_all(messages: list[tuple[str, dict]]) -> None:
+async def _publish(frames: dict[str, list[dict]]) -> None:
     layer = get_channel_layer()
     failed = 0
-    for group, message in messages:
+    for address, peer_frames in frames.items():
         try:
-            await layer.group_send(group, message)
+            await layer.group_send(peer_group(address), {"type": NOTIFY_TYPE, "frames": peer_frames})
         except Exception:  # the state committed: a layer outage costs notifications, never the request
-            failed += 1
+            failed += len(peer_frames)
     if failed:
-        logger.warning("channel layer unavailable: %d of %d notifications not delivered", failed, len(messages))
+        logger.warning("channel layer unavailable: %d notification(s) not delivered", failed)
 
 
 def send_on_commit(address: str, event: Event, data: dict) -> None:
-    """Queue a notification for ``address``'s subscribed connections; sent when the transaction commits.
+    """Queue a notification for ``address``'s subscribed connections; published when the transaction commits.
 
     Notifications of one (savepoint of a) transaction share one outbox: the last on-commit hook, if it is this
-    savepoint's outbox, takes the message, so order is kept and a rolled-back savepoint drops its own messages.
+    savepoint's outbox, takes the frame, so order is kept and a rolled-back savepoint drops its own frames.
     """
-    message = (peer_group(address), {"type": NOTIFY_TYPE, "event": str(event), "data": data})
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
         outbox = _Outbox()
-        outbox.messages.append(message)
+        outbox.add(address, event, data)
         outbox()
         return
     hooks = connection.run_on_commit  # [(savepoint ids, func, robust)], Django's own bookkeeping
     if hooks and isinstance(hooks[-1][1], _Outbox) and hooks[-1][0] == set(connection.savepoint_ids):
-        hooks[-1][1].messages.append(message)
+        hooks[-1][1].add(address, event, data)
         return
     outbox = _Outbox()
-    outbox.messages.append(message)
+    outbox.add(address, event, data)
     transaction.on_commit(outbox, robust=True)
 
 

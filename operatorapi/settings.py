@@ -107,16 +107,22 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Several test runs side by side (one per worktree or agent) each need their own test database.
     if env.str("TEST_DATABASE_NAME", default=""):
         DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME")}
+# Database threads of a server process (channels_app/dbthreads.py): one per shard of channels. SQLite has one
+# writer, so one thread; on PostgreSQL each thread holds a pooled connection while it works (keep <= DB_POOL_MAX).
+DB_THREADS = env.int("DB_THREADS", default=1 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 8)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer ------------------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
+    # Redis pub/sub: a group_send is one PUBLISH and delivery is pushed, where the list-based layer took about a
+    # dozen round trips per notification (bench/RESULTS.md). Group memberships live in each process (they survive
+    # a Redis restart; redis-py re-subscribes on reconnect). Delivery is at most once either way.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # socket_timeout None: redis-py's own timeout must not kill channels-redis' blocking reads.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}], "capacity": 1500, "expiry": 30},
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            # socket_timeout None: redis-py's own timeout must not kill the layer's blocking reads.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
         }
     }
 else:
@@ -175,6 +181,8 @@ CHANNEL_CHALLENGE_DURATION = env.int("CHANNEL_CHALLENGE_DURATION", default=86400
 # and the escrow chain client (dotted path); escrow answers payment_method_unavailable until one is configured.
 SETTLEMENT_ACCEPT_POLICY = env.str("SETTLEMENT_ACCEPT_POLICY", default="auto")
 ESCROW_CHAIN_CLIENT = env.str("ESCROW_CHAIN_CLIENT", default="")
+# bench/: serve the bare echo consumer at /bench/echo as the benchmark's baseline.
+BENCH_ECHO = env.bool("BENCH_ECHO", default=False)
 
 # Structured logs: one JSON object per line (LOG_FORMAT=plain for a terminal). Each request is one line of
 # logger "operatorapi.requests" with the peer, its client address, event, reqid, outcome and duration.

@@ -1,0 +1,31 @@
+"""Where the consumer's database work runs: one thread per shard of channels.
+
+Channels' ``database_sync_to_async`` runs every call of the process on one thread, so a Daphne process did one
+database round trip at a time (about 120 trades/s on PostgreSQL however many brokers). Here each channel id (or
+peer address) maps to one of ``DB_THREADS`` single-thread executors:
+
+- work on *different* channels runs in parallel, each thread with its own connection (from the PostgreSQL pool);
+- work on *one* channel stays on one thread, in order, so its transactions commit and their notifications are
+  published (each transaction's outbox, right after its commit, on that same thread) in commit order. Across
+  processes the row lock orders the commits; notifications of two processes may interleave.
+
+SQLite has one writer: it gets one thread, as before.
+"""
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+
+from channels.db import DatabaseSyncToAsync
+from django.conf import settings
+
+
+@cache
+def _executors() -> tuple[ThreadPoolExecutor, ...]:
+    return tuple(ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"db-{i}") for i in range(settings.DB_THREADS))
+
+
+def on_thread_of(key: str, func):
+    """``func`` as an awaitable run on the database thread of ``key`` (a channel id or a peer address)."""
+    executors = _executors()
+    executor = executors[zlib.crc32(key.lower().encode()) % len(executors)]
+    return DatabaseSyncToAsync(func, thread_sensitive=False, executor=executor)
