@@ -116,11 +116,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     # Redis pub/sub: a group_send is one PUBLISH and delivery is pushed, where the list-based layer took about a
-    # dozen round trips per notification (bench/RESULTS.md). Group memberships live in each process (they survive
-    # a Redis restart; redis-py re-subscribes on reconnect). Delivery is at most once either way.
+    # dozen round trips per notification (bench/RESULTS.md). Group memberships live in each process, so a Redis
+    # restart loses none; channels_app.layers renews the subscriptions when Redis returns. At most once delivery.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "BACKEND": "channels_app.layers.OutageTolerantPubSubChannelLayer",
             # socket_timeout None: redis-py's own timeout must not kill the layer's blocking reads.
             "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
         }
@@ -129,11 +129,13 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1500}}}
 
 # --- Cache: shared by every process where Redis is (the authentication lock-out counts per client IP) ----------
+# "local" is the process's own, the fallback while Redis is unreachable.
+CACHES = {"local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "local"}}
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                          "KEY_PREFIX": "operatorapi"}}
+    CACHES["default"] = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                         "KEY_PREFIX": "operatorapi"}
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES["default"] = CACHES["local"]
 
 # --- Auth / i18n / static -----------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,6 +1,8 @@
 """HTTP endpoints beside the WebSocket: health and the JWT verification key."""
 import asyncio
 import logging
+import uuid
+import weakref
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -18,26 +20,34 @@ def _database_ok() -> bool:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             return cursor.fetchone() == (1,)
-    except Exception:
-        logger.warning("healthz: database unreachable", exc_info=True)
+    except Exception as exc:
+        logger.warning("healthz: database unreachable (%s)", type(exc).__name__)
         return False
 
 
-async def _channel_layer_ok() -> bool:
-    """A round trip through the layer: send to a fresh channel and read it back.
+_probe_channels = weakref.WeakKeyDictionary()  # layer -> this process's probe channel, made once, reused
 
-    The channel takes the layer's default prefix: channels-redis reads every process-local channel from one list
-    per prefix, and the reader is whichever receiver holds its lock (usually a consumer), so another prefix would
-    never be read while a WebSocket is connected.
+
+async def _channel_layer_ok() -> bool:
+    """A round trip through the layer: send to this process's probe channel and read it back.
+
+    One channel per process, reused: with the pub/sub layer every new channel is a Redis subscription that stays
+    for the life of the process. A nonce tells this probe's message from a late one of a probe that timed out.
     """
+    layer = get_channel_layer()
     try:
-        layer = get_channel_layer()
-        name = await layer.new_channel()
+        if layer not in _probe_channels:
+            _probe_channels[layer] = await layer.new_channel()
+        name, nonce = _probe_channels[layer], uuid.uuid4().hex
         async with asyncio.timeout(CHANNEL_LAYER_TIMEOUT):
-            await layer.send(name, {"type": "healthz.ping"})
-            return (await layer.receive(name))["type"] == "healthz.ping"
-    except Exception:
-        logger.warning("healthz: channel layer unreachable", exc_info=True)
+            await layer.send(name, {"type": "healthz.ping", "nonce": nonce})
+            while (await layer.receive(name)).get("nonce") != nonce:
+                pass
+        return True
+    except Exception as exc:
+        # A cancelled receive ends the channel's subscription (pub/sub layer): the next probe makes a new one.
+        _probe_channels.pop(layer, None)
+        logger.warning("healthz: channel layer unreachable (%s)", type(exc).__name__)
         return False
 
 

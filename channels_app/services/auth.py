@@ -1,10 +1,11 @@
 """Challenge authentication (EIP-191 personal_sign) and admission of a peer."""
+import logging
 import time
 import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
 from django.db import transaction
 from django.utils import timezone
 from eth_account import Account
@@ -15,6 +16,8 @@ from channels_app.events import Event
 from channels_app.models import Peer, PeerConnection
 from channels_app.schemas import AuthenticateData, parse_data
 from channels_app.services import presence
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,19 +73,32 @@ def _lockout_key(client_ip: str) -> str:
     return f"auth-failures:{client_ip}"
 
 
+def _with_cache(operation):
+    """Run ``operation(cache)`` on the shared cache, or on this process's own while the shared one (Redis) is
+    unreachable: authentication never depends on Redis; the lock-out is then counted per process."""
+    try:
+        return operation(caches["default"])
+    except Exception as exc:
+        logger.warning("shared cache unavailable (%s): lock-out counted in this process", type(exc).__name__)
+        return operation(caches["local"])
+
+
 def _failures(client_ip: str) -> int:
     # No address (an in-process test harness, never Daphne): nothing to attribute failures to.
-    return cache.get(_lockout_key(client_ip), 0) if client_ip else 0
+    return _with_cache(lambda cache: cache.get(_lockout_key(client_ip), 0)) if client_ip else 0
 
 
 def _count_failure(client_ip: str) -> None:
-    if client_ip:
+    def count(cache):
         key = _lockout_key(client_ip)
         cache.add(key, 0, timeout=settings.AUTH_LOCKOUT_SECONDS)  # the window starts at the first failure
         try:
             cache.incr(key)
         except ValueError:  # expired between add and incr: a new window
             cache.add(key, 1, timeout=settings.AUTH_LOCKOUT_SECONDS)
+
+    if client_ip:
+        _with_cache(count)
 
 
 def admit_peer(*, address: str, channel_name: str = "", client_address: str = "") -> Peer:
