@@ -1,8 +1,9 @@
 """Real Daphne processes for end-to-end tests, on the same database the test run uses.
 
-SQLite: the server gets a fresh file, migrated by ``manage.py migrate`` (the in-process test database is not
-visible to another process). PostgreSQL: the server connects to pytest-django's test database (tables are there;
-the test must use ``transactional_db`` so they are flushed afterwards) and to the same Redis.
+The servers connect to pytest-django's test database, so the test can check what they stored with the ORM: on
+SQLite that is a file (settings: never in-memory; WAL, IMMEDIATE transactions), on PostgreSQL the test database.
+Tables are there; the test must use ``transactional_db`` so they are flushed afterwards. With REDIS_URL set, the
+servers share that Redis (notifications cross processes); without it each has its own in-memory channel layer.
 """
 import os
 import signal
@@ -32,12 +33,12 @@ def server_environment(tmp_path: Path) -> dict:
     env.update(DJANGO_SETTINGS_MODULE="operatorapi.settings", VAR_DIR=str(tmp_path / "var"), PYTHONUNBUFFERED="1")
     db = connection.settings_dict
     if connection.vendor == "sqlite":
-        env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'e2e.sqlite3'}"
-        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=REPO, env=env, check=True)
+        assert not connection.is_in_memory_db(), "the servers need the test database in a file"
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
     else:
         env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-        if os.environ.get("REDIS_URL"):
-            env["REDIS_URL"] = os.environ["REDIS_URL"]
+    if os.environ.get("REDIS_URL"):
+        env["REDIS_URL"] = os.environ["REDIS_URL"]
     return env
 
 
@@ -81,3 +82,45 @@ def daphne(env: dict, *extra_args: str, tls: tuple[Path, Path] | None = None):
             process.kill()
             process.wait()
         log.close()
+
+
+class DaphneProcess:
+    """A Daphne that a test kills (SIGKILL) and starts again on the same port, as a crash and a restart."""
+
+    def __init__(self, env: dict):
+        self.env, self.port, self.process, self.starts = env, free_port(), None, 0
+        self.log = open(Path(env["VAR_DIR"]).parent / f"daphne-{self.port}.log", "a")
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "operatorapi.asgi:application"],
+            cwd=REPO, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self.starts += 1
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"daphne did not come up on port {self.port}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
