@@ -89,3 +89,21 @@ async def test_failed_authentications_lock_an_ip_out_for_the_window_on_every_con
     await asyncio.sleep(2.2)  # the window ends
     later = await from_ip(ip)
     await later.login()
+
+
+@pytest.mark.parametrize("origin, admitted", [
+    (None, True),  # trading systems send no Origin
+    (b"http://localhost:3000", True),  # a browser page on an allowed host
+    (b"https://evil.example", False),  # a browser page elsewhere: cross-site WebSocket hijacking refused
+    (b"null", False),
+])
+async def test_browser_origins_must_be_allowed_hosts(origin, admitted):
+    from channels.testing import WebsocketCommunicator
+
+    from operatorapi.asgi import application
+
+    headers = [(b"origin", origin)] if origin else []
+    communicator = WebsocketCommunicator(application, "/", headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected is admitted
+    await communicator.disconnect()

@@ -80,3 +80,23 @@ def test_the_readme_example_session_runs_against_a_real_daphne(daphne_server):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'settled: [{"asset": "USD", "initiator_owes": "0", "responder_owes": "20"}]' in result.stdout
+
+
+async def test_hostile_frames_do_not_hurt_a_real_server(daphne_server):
+    """Deep nesting (a C-stack overflow in json.loads before the recursion limit was restored), binary frames, a
+    flood: each answered, the connection and the process alive."""
+    host, port = daphne_server
+    client = await (await NetworkClient(f"ws://{host}:{port}/").connect()).login()
+    try:
+        await client.send_raw(text="[" * 200000 + "]" * 200000)
+        assert (await client.recv())["data"]["code"] == "invalid_json"
+        await client.send_raw(binary=b"\x00\xff" * 1000)
+        assert (await client.recv())["data"]["code"] == "invalid_message"
+        for reqid in range(1, 301):
+            await client.send("positions", {"channel_id": "0x" + "00" * 32}, reqid=reqid)
+        codes = {(await client.recv())["data"]["code"] for _ in range(300)}
+        assert codes == {"channel_not_found"}
+        assert (await client.ok("channels"))["data"] == {"channels": []}
+        assert http_json(host, port, "/healthz")[0] == 200
+    finally:
+        await client.close()
