@@ -5,10 +5,11 @@ per recipient (every figure from that peer's side) and sent only after the trans
 commits, so nobody hears of a change that was rolled back. ``group_send`` is at-most-once: the database is the
 record, and clients re-read it with ``positions`` after a reconnect.
 """
+import asyncio
 import logging
 from decimal import Decimal
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
@@ -58,7 +59,23 @@ class _Outbox:
         self.frames.setdefault(address, []).append({"event": str(event), "data": data})
 
     def __call__(self):
-        async_to_sync(_publish)(self.frames)
+        loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+        if loop is None or not loop.is_running():  # admin, commands, tests: no server loop to hand over to
+            async_to_sync(_publish)(self.frames)
+            return
+        # On the server: hand the frames to the event loop and return, so the database thread is free at once.
+        # Order holds: a channel's transactions run on one thread, so their outboxes arrive in commit order, and
+        # the loop starts them in that order (each peer gets one layer message per outbox).
+        loop.call_soon_threadsafe(_start_publishing, self.frames)
+
+
+_publishing: set[asyncio.Task] = set()  # strong references until done (the loop keeps only weak ones)
+
+
+def _start_publishing(frames: dict[str, list[dict]]) -> None:
+    task = asyncio.get_running_loop().create_task(_publish(frames))
+    _publishing.add(task)
+    task.add_done_callback(_publishing.discard)
 
 
 async def _publish(frames: dict[str, list[dict]]) -> None:
