@@ -18,6 +18,9 @@ from tests.spec import assert_server_frame
 
 NOTIFICATION_EVENTS = {"stream_notification", "position_notification", "settlement_notification"}
 SUBSCRIPTION_REQID = 9000
+# One execution time for the whole run: a replay must repeat a trade's content exactly, and a default taken per
+# call would differ whenever the two calls straddle a second.
+EXECUTED_AT = int(time.time())
 
 
 def sign(account, text: str) -> str:
@@ -32,7 +35,7 @@ def trade(channel_id, external_id="t1", market="ETH/USD", direction="buy", amoun
         "direction": direction,
         "amount": amount,
         "price": price,
-        "executed_at": extra.pop("executed_at", int(time.time())),
+        "executed_at": extra.pop("executed_at", EXECUTED_AT),
         **extra,
     }
 

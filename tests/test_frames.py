@@ -11,7 +11,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def assert_error(client, code, reqid=0):
-    frame = await client.recv()
+    frame = await client.recv(timeout=10)  # generous: big frames on a busy 2-core CI machine
     assert frame["event"] == "error" and frame["reqid"] == reqid, frame
     assert frame["data"]["code"] == code and frame["data"]["error"], frame
     return frame["data"]
