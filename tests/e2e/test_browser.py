@@ -2,7 +2,6 @@
 proposed settlement from the dashboard, accepts it through the confirmation page and sees it completed, while
 both brokers hear every state over their WebSockets. Leaves a screenshot in test-artifacts/."""
 import os
-import shutil
 import subprocess
 import sys
 import urllib.request
