@@ -11,12 +11,14 @@ peer address) maps to one of ``DB_THREADS`` single-thread executors:
 
 SQLite has one writer: it gets one thread, as before.
 """
+import functools
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
-from channels.db import DatabaseSyncToAsync
+from asgiref.sync import SyncToAsync
 from django.conf import settings
+from django.db import close_old_connections
 
 
 @cache
@@ -24,8 +26,25 @@ def _executors() -> tuple[ThreadPoolExecutor, ...]:
     return tuple(ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"db-{i}") for i in range(settings.DB_THREADS))
 
 
+def giving_connections_back(func):
+    """``func`` closing the database connections it used (to the pool, on PostgreSQL) when it returns.
+
+    Channels' ``DatabaseSyncToAsync`` closes them around the call but, with asgiref 3.13, outside the context the
+    call ran in, so it never sees them: each thread kept a connection checked out of the pool, indefinitely.
+    """
+    @functools.wraps(func)
+    def run(*args, **kwargs):
+        close_old_connections()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return run
+
+
 def on_thread_of(key: str, func):
     """``func`` as an awaitable run on the database thread of ``key`` (a channel id or a peer address)."""
     executors = _executors()
     executor = executors[zlib.crc32(key.lower().encode()) % len(executors)]
-    return DatabaseSyncToAsync(func, thread_sensitive=False, executor=executor)
+    return SyncToAsync(giving_connections_back(func), thread_sensitive=False, executor=executor)

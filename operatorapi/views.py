@@ -9,12 +9,14 @@ from channels.layers import get_channel_layer
 from django.db import connection
 from django.http import JsonResponse
 
+from channels_app.dbthreads import giving_connections_back
 from operatorapi.keys import operator_keys
 
 logger = logging.getLogger(__name__)
 CHANNEL_LAYER_TIMEOUT = 2.0
 
 
+@giving_connections_back  # a probe that kept its connection would keep a dead one after a database restart
 def _database_ok() -> bool:
     try:
         with connection.cursor() as cursor:
@@ -25,7 +27,8 @@ def _database_ok() -> bool:
         return False
 
 
-_probe_channels = weakref.WeakKeyDictionary()  # layer -> this process's probe channel, made once, reused
+# layer -> (event loop, this process's probe channel on it), made once, reused
+_probe_channels = weakref.WeakKeyDictionary()
 
 
 async def _channel_layer_ok() -> bool:
@@ -33,12 +36,15 @@ async def _channel_layer_ok() -> bool:
 
     One channel per process, reused: with the pub/sub layer every new channel is a Redis subscription that stays
     for the life of the process. A nonce tells this probe's message from a late one of a probe that timed out.
+    The channel belongs to the event loop it was made on (the pub/sub layer subscribes per loop; a server has one
+    loop, a test run one per test).
     """
     layer = get_channel_layer()
+    loop = asyncio.get_running_loop()
     try:
-        if layer not in _probe_channels:
-            _probe_channels[layer] = await layer.new_channel()
-        name, nonce = _probe_channels[layer], uuid.uuid4().hex
+        if _probe_channels.get(layer, (None, None))[0] is not loop:
+            _probe_channels[layer] = (loop, await layer.new_channel())
+        name, nonce = _probe_channels[layer][1], uuid.uuid4().hex
         async with asyncio.timeout(CHANNEL_LAYER_TIMEOUT):
             await layer.send(name, {"type": "healthz.ping", "nonce": nonce})
             while (await layer.receive(name)).get("nonce") != nonce:

@@ -87,11 +87,11 @@ class ProtocolClient:
             assert frame["reqid"] == reqid, f"expected the reply to {reqid}, got {frame}"
             return frame
 
-    async def request(self, event, data=None, reqid=None) -> dict:
-        return await self.reply(await self.send(event, data, reqid))
+    async def request(self, event, data=None, reqid=None, timeout=3) -> dict:
+        return await self.reply(await self.send(event, data, reqid), timeout)
 
-    async def ok(self, event, data=None) -> dict:
-        frame = await self.request(event, data)
+    async def ok(self, event, data=None, timeout=3) -> dict:
+        frame = await self.request(event, data, timeout=timeout)
         assert frame["event"] == event, frame
         return frame
 

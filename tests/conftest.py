@@ -1,7 +1,18 @@
 import pytest
 from channels.layers import get_channel_layer
+from django.db import connections
 
 from tests.client import Client
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_database_pool(django_db_setup, django_db_blocker):
+    """The database threads' pooled connections are closed before the test database is dropped (PostgreSQL)."""
+    yield
+    with django_db_blocker.unblock():
+        for connection in connections.all():
+            if getattr(connection, "close_pool", None):
+                connection.close_pool()
 
 
 @pytest.fixture

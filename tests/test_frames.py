@@ -11,8 +11,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def assert_error(client, code, reqid=0):
-    frame = await client.recv(timeout=10)  # generous: big frames on a busy 2-core CI machine
-    assert frame["event"] == "error" and frame["reqid"] == reqid, frame
+    # notifications of earlier requests may still arrive first; reply() sets them aside.
+    frame = await client.reply(reqid, timeout=10)  # generous: big frames on a busy 2-core CI machine
+    assert frame["event"] == "error", frame
     assert frame["data"]["code"] == code and frame["data"]["error"], frame
     return frame["data"]
 

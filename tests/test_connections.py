@@ -1,0 +1,79 @@
+"""Long-lived async workers and the database (docs/reliability.md): every request gives its connection back to the
+pool, and a connection the database dropped while idle is replaced, not handed to a request."""
+import asyncio
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.db import connection, connections
+from django.test import AsyncClient
+
+from tests.client import trade
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+                       reason="the connection pool is PostgreSQL's (SQLite keeps one connection on one thread)"),
+]
+
+
+def pool_stats() -> dict:
+    return connections["default"].pool.get_stats()
+
+
+def checked_out() -> int:
+    """Connections taken from the pool and not given back."""
+    stats = pool_stats()
+    return stats["pool_size"] - stats["pool_available"]
+
+
+async def terminate_other_sessions() -> int:
+    """What a database restart or an idle-session reaper does: every session on the test database is killed."""
+    def terminate():
+        with psycopg.connect(**connection.get_connection_params(), autocommit=True) as conn:
+            return conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()[0]
+
+    return await asyncio.to_thread(terminate)
+
+
+async def channels_on_every_thread(alice, bob, count=12):
+    """Enough channels that their work lands on several of the DB_THREADS database threads."""
+    channel_ids = [await alice.open_channel(bob, deposit="100") for _ in range(count)]
+    for index, channel_id in enumerate(channel_ids):
+        await alice.record(channel_id, external_id=f"t{index}")
+        await bob.positions(channel_id)
+    return channel_ids
+
+
+async def test_idle_database_threads_hold_no_connection(connect):
+    alice, bob = await connect(), await connect()
+    before = checked_out()  # the test's own (main-thread) connection, if it has one
+    await channels_on_every_thread(alice, bob)
+    # every connection the requests used is back in the pool: none stays checked out by a thread between requests
+    assert checked_out() == before, pool_stats()
+    assert pool_stats()["pool_size"] <= settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"]
+
+
+async def test_connections_dropped_by_the_database_are_replaced(connect):
+    alice, bob = await connect(), await connect()
+    channel_ids = await channels_on_every_thread(alice, bob)
+    assert await terminate_other_sessions() >= 1
+    # every thread's next request gets a working connection: the pool checks each one it hands out and replaces
+    # the dead ones (the first requests may wait a second or two for the new connections)
+    for index, channel_id in enumerate(channel_ids):
+        reply = await alice.request("record_trade", trade(channel_id, external_id=f"again-{index}"), timeout=30)
+        assert reply["event"] == "record_trade", reply
+        assert len(await bob.positions(channel_id)) == 1
+    assert pool_stats()["connections_lost"] >= 1
+
+
+
+async def test_healthz_gives_its_connection_back_and_survives_a_dropped_one():
+    before = checked_out()
+    for _ in range(3):
+        assert (await AsyncClient().get("/healthz")).status_code == 200
+    assert checked_out() == before
+    assert await terminate_other_sessions() >= 1
+    response = await AsyncClient().get("/healthz")
+    assert (response.status_code, response.json()["database"]) == (200, True)
