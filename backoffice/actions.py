@@ -16,13 +16,14 @@ from channels_app.services.recompute import recompute_positions
 from settlement import engine
 from settlement.models import TERMINAL_STATES, Settlement, SettlementState
 
-# Back-office settlement actions that are plain transitions; "retry" proposes anew instead.
+# Back-office settlement actions that are plain transitions; "retry" proposes anew instead, and "resume" drives an
+# interrupted payment on from the state it reached.
 SETTLEMENT_TRANSITION_ACTIONS = {
     "accept": SettlementState.ACCEPTED,
     "reject": SettlementState.REJECTED,
     "fail": SettlementState.FAILED,
 }
-SETTLEMENT_ACTIONS = (*SETTLEMENT_TRANSITION_ACTIONS, "retry")
+SETTLEMENT_ACTIONS = (*SETTLEMENT_TRANSITION_ACTIONS, "retry", "resume")
 
 
 def allowed_settlement_actions(settlement: Settlement) -> list[str]:
@@ -33,6 +34,8 @@ def allowed_settlement_actions(settlement: Settlement) -> list[str]:
         state__in=[s.value for s in TERMINAL_STATES]
     ).exists():
         allowed.append("retry")
+    if settlement.state in engine.PAYMENT_IN_FLIGHT:
+        allowed.append("resume")
     return allowed
 
 
@@ -61,20 +64,22 @@ def set_mark(*, actor: str, market: str, price: Decimal, user=None, source: str 
 
 
 def act_on_settlement(*, actor: str, settlement_pk: int, action: str, note: str = "", user=None) -> Settlement:
-    """accept / reject / fail / retry. An accepted settlement then runs through its payment method."""
+    """accept / reject / fail / retry / resume. An accepted settlement then runs through its payment method."""
     if action not in SETTLEMENT_ACTIONS:
         raise ValueError(f"unknown settlement action {action!r}")
     with transaction.atomic():
         before = Settlement.objects.get(pk=settlement_pk).state
         if action == "retry":
             settlement = engine.retry(settlement_pk, actor=actor)
+        elif action == "resume":
+            settlement = engine.resumable(settlement_pk)
         else:
             settlement = engine.transition(settlement_pk, SETTLEMENT_TRANSITION_ACTIONS[action], actor=actor,
                                            note=note)
         record(actor=actor, user=user, action=f"{action}_settlement", obj=settlement,
                before={"settlement": settlement_pk, "state": before},
                after={"settlement": settlement.pk, "state": settlement.state})
-    if action == "accept":
+    if action in ("accept", "resume"):  # run_payment skips the steps already done
         return engine.run_payment(settlement.pk)
     if action == "retry":
         return engine.apply_accept_policy(settlement.pk)

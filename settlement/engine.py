@@ -219,6 +219,8 @@ PAYMENT_STEPS = (
     (S.EXECUTED, "execute"),
     (S.COMPLETED, "confirm"),
 )
+# States a payment passes through: a settlement left in one (its process stopped between two steps) can be resumed.
+PAYMENT_IN_FLIGHT = frozenset({S.ACCEPTED, *(target for target, _ in PAYMENT_STEPS[:-1])})
 
 
 def apply_accept_policy(settlement_pk: int) -> Settlement:
@@ -227,6 +229,15 @@ def apply_accept_policy(settlement_pk: int) -> Settlement:
         return Settlement.objects.get(pk=settlement_pk)
     transition(settlement_pk, S.ACCEPTED, actor=OPERATOR_ACTOR, note="accepted by the operator's policy")
     return run_payment(settlement_pk)
+
+
+def resumable(settlement_pk: int) -> Settlement:
+    """The settlement, locked, if its payment is under way: left between two steps by a process that stopped."""
+    settlement = Settlement.objects.select_for_update().get(pk=settlement_pk)
+    if settlement.state not in PAYMENT_IN_FLIGHT:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                            f"settlement is {settlement.state}; only a payment under way can be resumed")
+    return settlement
 
 
 def run_payment(settlement_pk: int) -> Settlement:

@@ -42,11 +42,11 @@ class Settlement(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        permissions = [("act_on_settlement", "Can accept, reject, fail or retry a settlement")]
+        permissions = [("act_on_settlement", "Can accept, reject, fail, retry or resume a settlement")]
         constraints = [
             models.UniqueConstraint(
                 fields=["channel"],
-                condition=~Q(state__in=[s.value for s in TERMINAL_STATES]),
+                condition=~Q(state__in=sorted(s.value for s in TERMINAL_STATES)),  # sorted: a set has no stable order
                 name="one_active_settlement_per_channel",
             )
         ]
