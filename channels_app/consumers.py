@@ -16,7 +16,7 @@ from typing import Any
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from channels_app import schemas
+from channels_app import schemas, shutdown
 from channels_app.dbthreads import on_thread_of
 from channels_app.errors import ErrorCode, ProtocolError, error_frame
 from channels_app.events import Event
@@ -44,6 +44,8 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
     challenge: auth.Challenge | None = None
     auth_failures = 0
     subscription_reqid: int | None = None
+    handling = False  # a request is being handled (graceful shutdown closes after its reply)
+    going_away = False  # closed for shutdown: frames still arriving are not processed
 
     # --- connection lifecycle -------------------------------------------------------------------------------
     async def connect(self):
@@ -52,6 +54,11 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
             settings.AUTH_TIMEOUT_SECONDS, lambda: asyncio.ensure_future(self.close_unauthenticated())
         )
         await self.accept()
+        if shutdown.draining():  # this process is stopping: reconnect (to another one)
+            self.going_away = True
+            await self.close(code=shutdown.CLOSE_CODE)
+            return
+        shutdown.register(self)
         await self.send_json({"event": Event.VERSION, "reqid": 0, "data": {"version": settings.API_VERSION}})
         await self.send_json(
             {"event": Event.IDENTITY_ADDRESS, "reqid": 0, "data": {"address": operator_keys().address}}
@@ -60,12 +67,24 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code):
         self.auth_timer.cancel()
-        if self.peer is None:
-            return
-        if self.subscription_reqid is not None:
-            await self.channel_layer.group_discard(peer_group(self.peer.address), self.channel_name)
-        await self.channel_layer.group_discard(peer_control_group(self.peer.address), self.channel_name)
-        await on_thread_of(self.peer.address, presence.disconnected)(channel_name=self.channel_name)
+        try:
+            if self.peer is None:
+                return
+            if self.subscription_reqid is not None:
+                await self.channel_layer.group_discard(peer_group(self.peer.address), self.channel_name)
+            await self.channel_layer.group_discard(peer_control_group(self.peer.address), self.channel_name)
+            await on_thread_of(self.peer.address, presence.disconnected)(channel_name=self.channel_name)
+        finally:
+            shutdown.unregister(self)  # after the presence row is gone: a draining process waits for this
+
+    def drain(self) -> None:
+        """The process is stopping: close now if idle, else right after the current request's reply."""
+        asyncio.ensure_future(self.go_away_if_idle())
+
+    async def go_away_if_idle(self) -> None:
+        if not self.handling and not self.going_away:
+            self.going_away = True
+            await self.close(code=shutdown.CLOSE_CODE)
 
     async def send_challenge(self, reqid: int) -> None:
         self.challenge = auth.Challenge.issue()
@@ -82,6 +101,17 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
         return json.dumps(content, separators=(",", ":"), ensure_ascii=False)
 
     async def receive(self, text_data=None, bytes_data=None):
+        if self.going_away:  # sent after our close: not processed, so not half done
+            return
+        self.handling = True
+        try:
+            await self.handle_frame(text_data)
+        finally:
+            self.handling = False
+        if shutdown.draining():
+            await self.go_away_if_idle()
+
+    async def handle_frame(self, text_data: str | None) -> None:
         started = time.perf_counter()
         reqid = 0
         event = None

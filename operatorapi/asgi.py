@@ -10,10 +10,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from channels_app.routing import websocket_urlpatterns  # noqa: E402
 from channels_app.security import origin_validator  # noqa: E402
+from channels_app.shutdown import ShutdownMiddleware  # noqa: E402
 
-application = ProtocolTypeRouter(
+application = ShutdownMiddleware(ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": origin_validator(URLRouter(websocket_urlpatterns)),
     }
-)
+))

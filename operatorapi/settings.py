@@ -177,6 +177,8 @@ MAX_CONNECTIONS_PER_PEER = env.int("MAX_CONNECTIONS_PER_PEER", default=32)
 AUTH_TIMEOUT_SECONDS = env.float("AUTH_TIMEOUT_SECONDS", default=30.0)
 AUTH_LOCKOUT_FAILURES = env.int("AUTH_LOCKOUT_FAILURES", default=20)
 AUTH_LOCKOUT_SECONDS = env.int("AUTH_LOCKOUT_SECONDS", default=300)
+# Graceful shutdown (channels_app/shutdown.py): seconds a stopping process waits for its connections to close.
+SHUTDOWN_GRACE_SECONDS = env.float("SHUTDOWN_GRACE_SECONDS", default=10.0)
 CHANNEL_APP_DEFINITION = env.str("CHANNEL_APP_DEFINITION", default="0x" + "0" * 40)
 CHANNEL_CHALLENGE_DURATION = env.int("CHANNEL_CHALLENGE_DURATION", default=86400)
 # Settlement: the counterparty's acceptance policy ("auto" accepts at once, "manual" waits for back office),

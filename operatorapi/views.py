@@ -9,6 +9,7 @@ from channels.layers import get_channel_layer
 from django.db import connection
 from django.http import JsonResponse
 
+from channels_app import shutdown
 from channels_app.dbthreads import giving_connections_back
 from operatorapi.keys import operator_keys
 
@@ -60,7 +61,10 @@ async def _channel_layer_ok() -> bool:
 async def healthz(request):
     checks = {"database": await sync_to_async(_database_ok)(), "channel_layer": await _channel_layer_ok()}
     ok = all(checks.values())
-    return JsonResponse({"status": "ok" if ok else "unavailable", **checks}, status=200 if ok else 503)
+    status = "ok" if ok else "unavailable"
+    if shutdown.draining():  # stopping (SIGTERM): a load balancer sends new connections elsewhere
+        ok, status = False, "draining"
+    return JsonResponse({"status": status, **checks}, status=200 if ok else 503)
 
 
 def jwks(request):
