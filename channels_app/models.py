@@ -55,6 +55,9 @@ class Channel(models.Model):
     responder = models.ForeignKey(Peer, on_delete=models.PROTECT, related_name="responded_channels")
     nonce = models.PositiveBigIntegerField()
     margin_deposit = ExactDecimalField()
+    closed_pnl = ExactDecimalField(
+        default=ZERO, help_text="Realized PnL (initiator's side) of its closed, unsettled positions: kept here so a "
+        "trade does not sum them (channels_app.valuation)")
     status = models.CharField(max_length=16, choices=ChannelStatus.choices, default=ChannelStatus.OPENING)
     responder_name = models.CharField(max_length=64, blank=True, help_text="As the initiator named its peer")
     responder_url = models.CharField(max_length=200, blank=True)

@@ -43,10 +43,16 @@ def balances(channel: Channel, positions: list[Position] | None = None, marks=No
     return accounting.margin_balances(channel.margin_deposit, initiator_pnl(positions, marks))
 
 
-def closed_pnl(channel: Channel) -> Decimal:
-    """Realized PnL of the channel's flat, not yet settled positions (initiator side): a constant for a trade,
-    which never touches a closed position, so recording reads only this column of them."""
+def sum_closed_pnl(channel: Channel) -> Decimal:
+    """Realized PnL of the channel's flat, not yet settled positions (initiator side), summed from the rows."""
     total = ZERO
     for realized in channel.positions.filter(status=PositionStatus.CLOSED).values_list("realized_pnl", flat=True):
         total = MONEY.add(total, realized)
     return total
+
+
+def refresh_closed_pnl(channel: Channel) -> None:
+    """Re-sum ``Channel.closed_pnl`` after positions left or joined the closed ones other than by a trade
+    (settlement paid or failed, ledger rebuild). A trade adds to it directly. The caller holds the channel lock."""
+    channel.closed_pnl = sum_closed_pnl(channel)
+    channel.save(update_fields=["closed_pnl"])

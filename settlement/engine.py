@@ -26,7 +26,7 @@ from channels_app.notifications import notify_positions, notify_settlement, noti
 from channels_app.schemas import RequestSettlementData
 from channels_app.services.channels import participant_channel, transition_channel
 from channels_app.statemachine import InvalidTransition, check_transition, move
-from channels_app.valuation import balances, position_mark, unsettled_positions
+from channels_app.valuation import balances, position_mark, refresh_closed_pnl, unsettled_positions
 from settlement.ledger import build_ledger
 from settlement.models import Settlement, SettlementState, SettlementTransition
 from settlement.payments.base import PaymentError, get_backend
@@ -171,6 +171,7 @@ def _complete(settlement: Settlement) -> None:
     for position in settled:  # in settlement, or flat with realized PnL that this settlement paid
         move(position, PositionStatus.SETTLED, table=POSITION_TRANSITIONS)
         position.save(update_fields=["status", "updated_at"])
+    refresh_closed_pnl(channel)  # the flat ones it paid are no longer closed-and-unsettled
     transition_channel(channel, ChannelStatus.OPENED)
     notify_positions(channel, [p for p in settled if p.settle_price is not None], {})
     notify_stream(channel, StreamAction.CHANNEL_SETTLED)
@@ -205,6 +206,7 @@ def _unfreeze(settlement: Settlement) -> None:
         position.save()
         changed.append(position)
     settlement.positions.remove(*settlement.positions.exclude(status=PositionStatus.SETTLED))
+    refresh_closed_pnl(channel)  # returning positions that are flat, and merged ones, are closed now
     transition_channel(channel, ChannelStatus.OPENED)
     positions = unsettled_positions(channel)
     marks = marks_for(p.market for p in positions)

@@ -17,7 +17,7 @@ from django.core.management import CommandError, call_command
 from backoffice.audit import command_actor
 from backoffice.models import AuditEntry
 from backoffice.permissions import BACKOFFICE_GROUP
-from channels_app.models import MarkPrice, Position
+from channels_app.models import Channel, MarkPrice, Position
 from settlement.models import Settlement
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -141,6 +141,11 @@ async def test_recompute_positions_reports_drift_exits_non_zero_and_fixes_it(pai
     assert await AuditEntry.objects.filter(action="fix_position").acount() == 1
     out, _ = await arun("recompute_positions")
     assert "0 drifted position(s)" in out
+    await alice.record(channel_id, external_id="3", direction="sell", amount="1.5", price="90")  # flat: closed
+    assert (await Channel.objects.aget()).closed_pnl == -10  # 5 realized earlier, -15 now
+    await Channel.objects.aupdate(closed_pnl="999")  # corrupt the channel's running total of closed PnL
+    await arun("recompute_positions", "--fix")
+    assert (await Channel.objects.aget()).closed_pnl == -10  # re-summed from the closed positions
     with pytest.raises(CommandError, match="no channel"):
         await arun("recompute_positions", "--channel", "0x" + "ab" * 32)
 

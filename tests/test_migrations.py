@@ -17,3 +17,25 @@ def test_the_migrations_are_complete_and_stable(seed, tmp_path):
     result = subprocess.run([sys.executable, "manage.py", "makemigrations", "--check", "--dry-run"], cwd=REPO,
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.django_db
+def test_the_closed_pnl_migration_sums_each_channels_closed_unsettled_positions():
+    import importlib
+
+    from django.apps import apps
+    from eth_account import Account
+
+    from channels_app.models import Channel, Peer, Position
+
+    migration = importlib.import_module("channels_app.migrations.0002_channel_closed_pnl")
+    alice, bob = (Peer.objects.create(address=Account.create().address) for _ in range(2))
+    channel = Channel.objects.create(channel_id="0x" + "1" * 64, initiator=alice, responder=bob, nonce=0,
+                                     margin_deposit="100", status="opened")
+    for status, realized in (("closed", "0.000000000000000001"), ("closed", "-2.5"), ("settled", "7"),
+                             ("open", "3"), ("closed", "123456789012345678.5")):
+        Position.objects.create(channel=channel, market="ETH/USD", status=status, realized_pnl=realized,
+                                last_price="1")
+    migration.sum_closed_positions(apps, None)
+    channel.refresh_from_db()
+    assert str(channel.closed_pnl) == "123456789012345676.000000000000000001"

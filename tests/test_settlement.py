@@ -186,3 +186,63 @@ async def test_after_a_fold_the_ledger_rebuild_matches_the_stored_positions(pair
     assert folded.status == "closed" and folded.quantity == 0
     view = (await alice.positions(channel_id))["ETH/USD"]
     assert view["direction"] == "buy" and view["amount"] == "0.75"
+
+
+async def test_the_channels_closed_pnl_total_follows_trades_settlements_and_folds(pair, settings):
+    """``Channel.closed_pnl`` (what a trade reads instead of summing the closed positions) equals that sum after
+    every kind of change, and the margins a trade announces equal the margins valued from the stored rows."""
+    from channels.db import database_sync_to_async
+
+    from channels_app.money import fmt
+    from channels_app.valuation import balances, sum_closed_pnl
+
+    @database_sync_to_async
+    def check() -> tuple[str, str]:
+        channel = Channel.objects.get(channel_id=channel_id)
+        assert channel.closed_pnl == sum_closed_pnl(channel)
+        return tuple(fmt(b) for b in balances(channel))
+
+    async def margins_announced(client):
+        note = await client.notification("stream_notification", action="marginUpdated")
+        return note["data"]["initiator_margin_balance"], note["data"]["follower_margin_balance"]
+
+    alice, bob, channel_id = pair
+    # ETH: round trips that close (+10, then -2.5 from bob's side); BTC stays open
+    await alice.record(channel_id, external_id="1", direction="buy", amount="1", price="100")
+    await bob.record(channel_id, external_id="2", direction="buy", amount="1", price="110")  # alice sells: +10
+    await alice.ok("record_trades", {"channel_id": channel_id, "trades": [
+        {k: v for k, v in trade(channel_id, external_id=e, direction=d, amount="0.5", price=p, market=m).items()
+         if k != "channel_id"}
+        for e, d, p, m in (("3", "sell", "120", "ETH/USD"), ("4", "buy", "125", "ETH/USD"),
+                           ("5", "buy", "20000", "BTC/USD"))]})  # short 0.5 @120 closed @125: -2.5
+    channel = await Channel.objects.aget()
+    assert channel.closed_pnl == 7.5
+    assert await check() == ("1007.5", "992.5")
+    while (announced := await margins_announced(alice)) != ("1007.5", "992.5"):
+        pass  # the earlier trades' announcements first
+
+    # ETH opens again, is frozen by a settlement with its closed positions, and the settlement is rejected:
+    # nothing was paid, the closed ones stay closed
+    settings.SETTLEMENT_ACCEPT_POLICY = "manual"
+    await alice.record(channel_id, external_id="6", direction="buy", amount="2", price="100")
+    await alice.ok("request_settlement", settle(channel_id))
+    await alice.record(channel_id, external_id="7", direction="sell", amount="2", price="104")  # a newer one: flat
+    assert (await Channel.objects.aget()).closed_pnl == 7.5  # the new position closed flat at no PnL of its own
+    await engine_transition((await Settlement.objects.aget()).pk, "rejected")
+    # the frozen long 2 @100 folds the newer sell 2 @104 in: flat, +8, closed; the newer one closes empty
+    assert (await Channel.objects.aget()).closed_pnl == 15.5
+    await check()
+
+    # ETH is settled: the settlement pays the closed ETH positions' PnL, so the total drops to zero
+    await alice.record(channel_id, external_id="8", direction="buy", amount="1", price="100")
+    settings.SETTLEMENT_ACCEPT_POLICY = "auto"
+    await alice.ok("request_settlement", settle(channel_id))
+    await states_seen(alice, "completed")
+    assert (await Channel.objects.aget()).closed_pnl == 0
+    await check()
+    await alice.record(channel_id, external_id="9", direction="buy", amount="1", price="100")
+    await alice.record(channel_id, external_id="10", direction="sell", amount="1", price="90")  # closed: -10
+    assert (await Channel.objects.aget()).closed_pnl == -10
+    initiator, follower = await check()
+    while (announced := await margins_announced(bob)) != (initiator, follower):
+        pass

@@ -8,6 +8,7 @@ from django.db.models import Q
 from channels_app import accounting
 from channels_app.models import POSITION_TRANSITIONS, Channel, Position, PositionStatus, Trade
 from channels_app.statemachine import move
+from channels_app.valuation import refresh_closed_pnl
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ def recompute_positions(*, channel_id: str | None = None, fix: bool = False,
     """Compare every position (of one channel, or all) with its ledger rebuild; ``fix`` rewrites drifted ones.
 
     Settled positions are reported but never rewritten: their PnL has been paid. ``on_fix`` runs inside the
-    transaction of each rewrite (the audit entry commits with it).
+    transaction of each rewrite (the audit entry commits with it). ``fix`` also re-sums ``Channel.closed_pnl``.
     """
     channels = Channel.objects.order_by("id")
     if channel_id is not None:
@@ -58,6 +59,8 @@ def recompute_positions(*, channel_id: str | None = None, fix: bool = False,
                 if fixable and on_fix:
                     on_fix(drift)
                 drifts.append(drift)
+            if fix:
+                refresh_closed_pnl(channel)  # fixed books may have closed a position or changed a closed one's PnL
         if progress:
             progress(done, total)
     return drifts

@@ -23,8 +23,8 @@ from channels_app.schemas import RecordTradeData, RecordTradesData, TradeFields
 from channels_app.services.channels import participant_channel
 from channels_app.statemachine import move
 from channels_app.accounting import margin_balances, total_pnl
-from channels_app.money import MONEY
-from channels_app.valuation import closed_pnl, initiator_pnl, position_mark
+from channels_app.money import MONEY, ZERO
+from channels_app.valuation import initiator_pnl, position_mark
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,12 @@ def _record(peer: Peer, channel_id: str, items, *, label) -> tuple[Channel, list
                                 "only on an opened or settling channel")
 
         # Margins move by the PnL change of the one position each trade touches, so the initiator's PnL is kept
-        # as a running sum: live positions loaded, closed ones only summed (a batch stays linear in its size).
+        # as a running sum: live positions loaded, closed ones as the channel's running total (a batch stays
+        # linear in its size, and a trade does not read the channel's closed positions).
         positions = list(channel.positions.filter(status__in=LIVE_POSITION_STATUSES))
         marks = marks_for({*(item.market for _, item, _ in fresh), *(p.market for p in positions)})
-        pnl = MONEY.add(closed_pnl(channel), initiator_pnl(positions, marks))
+        pnl = MONEY.add(channel.closed_pnl, initiator_pnl(positions, marks))
+        newly_closed = ZERO  # realized PnL of the positions this request closes
         before = after = margin_balances(channel.margin_deposit, pnl)
         open_by_market = {p.market: p for p in positions if p.status == PositionStatus.OPEN}
         touched: dict[int, Position] = {}  # id() -> position changed by this request, in order
@@ -100,8 +102,9 @@ def _record(peer: Peer, channel_id: str, items, *, label) -> tuple[Channel, list
             position.set_book(accounting.apply_trade(position.book, initiator_direction, item.amount, item.price))
             position.last_price = item.price
             pnl = MONEY.add(pnl, total_pnl(position.book, position_mark(position, marks)))
-            if position.book.is_flat:
+            if position.book.is_flat:  # closed for good: its realized PnL joins the channel's closed total
                 move(position, PositionStatus.CLOSED, table=POSITION_TRANSITIONS)
+                newly_closed = MONEY.add(newly_closed, position.realized_pnl)
                 del open_by_market[item.market]
             after = margin_balances(channel.margin_deposit, pnl)
             if min(after) < 0:
@@ -126,6 +129,9 @@ def _record(peer: Peer, channel_id: str, items, *, label) -> tuple[Channel, list
                 position.save()
         Position.objects.bulk_create(created)
         Trade.objects.bulk_create(new_trades)  # one INSERT for the lot (assigns the positions' new keys)
+        if newly_closed != ZERO:
+            channel.closed_pnl = MONEY.add(channel.closed_pnl, newly_closed)
+            channel.save(update_fields=["closed_pnl"])
         # A position both opened and closed inside this request was never live outside it: it is not announced
         # (its realized PnL is in the marginUpdated); every other touched position is, once, in its final state.
         created_ids = {id(p) for p in created}
