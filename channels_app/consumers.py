@@ -55,8 +55,7 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
         )
         await self.accept()
         if shutdown.draining():  # this process is stopping: reconnect (to another one)
-            self.going_away = True
-            await self.close(code=shutdown.CLOSE_CODE)
+            await self.go_away()
             return
         shutdown.register(self)
         await self.send_json({"event": Event.VERSION, "reqid": 0, "data": {"version": settings.API_VERSION}})
@@ -83,8 +82,11 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
 
     async def go_away_if_idle(self) -> None:
         if not self.handling and not self.going_away:
-            self.going_away = True
-            await self.close(code=shutdown.CLOSE_CODE)
+            await self.go_away()
+
+    async def go_away(self) -> None:
+        self.going_away = True
+        await self.close(code=shutdown.CLOSE_CODE)
 
     async def send_challenge(self, reqid: int) -> None:
         self.challenge = auth.Challenge.issue()

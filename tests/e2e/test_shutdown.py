@@ -39,10 +39,8 @@ async def record_until_closed(client: NetworkClient, channel_id: str, tag: str) 
 
 
 async def close_code_of_idle(client: NetworkClient) -> int | None:
-    try:
-        await client.ws.wait_closed()
-    finally:
-        return client.ws.close_code
+    await client.ws.wait_closed()
+    return client.ws.close_code
 
 
 def healthz_status(port: int) -> int:
