@@ -9,11 +9,10 @@ from django.db import transaction
 from backoffice.audit import record
 from channels_app.models import MarkPrice, Peer
 from channels_app.money import fmt
-from channels_app.notifications import disconnect_peer_on_commit
-from channels_app.schemas import RequestSettlementData
+from channels_app.notices import notify_peer_disabled
 from channels_app.services import marks
-from channels_app.services.recompute import recompute_positions
-from settlement import engine
+from channels_app.services.recompute import Drift, recompute_positions
+from settlement import services as settlement_services
 from settlement.models import TERMINAL_STATES, Settlement, SettlementState
 
 # Back-office settlement actions that are plain transitions; "retry" proposes anew instead, and "resume" drives an
@@ -29,12 +28,12 @@ SETTLEMENT_ACTIONS = (*SETTLEMENT_TRANSITION_ACTIONS, "retry", "resume")
 def allowed_settlement_actions(settlement: Settlement) -> list[str]:
     """What a clerk may do with this settlement now (the buttons the admin shows)."""
     allowed = [action for action, target in SETTLEMENT_TRANSITION_ACTIONS.items()
-               if target in engine.SETTLEMENT_TRANSITIONS.get(settlement.state, ())]
+               if target in settlement_services.SETTLEMENT_TRANSITIONS.get(settlement.state, ())]
     if settlement.state == SettlementState.FAILED and not settlement.channel.settlements.exclude(
         state__in=[s.value for s in TERMINAL_STATES]
     ).exists():
         allowed.append("retry")
-    if settlement.state in engine.PAYMENT_IN_FLIGHT:
+    if settlement.state in settlement_services.PAYMENT_IN_FLIGHT:
         allowed.append("resume")
     return allowed
 
@@ -49,7 +48,7 @@ def set_peer_disabled(*, actor: str, peer_pk: int, disabled: bool, user=None) ->
         record(actor=actor, user=user, action="disable_peer" if disabled else "enable_peer", obj=peer,
                before={"is_disabled": before}, after={"is_disabled": disabled})
         if disabled:
-            disconnect_peer_on_commit(peer.address)
+            notify_peer_disabled(peer.address)  # its live connections close, on every process, after commit
     return peer
 
 
@@ -70,40 +69,43 @@ def act_on_settlement(*, actor: str, settlement_pk: int, action: str, note: str 
     with transaction.atomic():
         before = Settlement.objects.get(pk=settlement_pk).state
         if action == "retry":
-            settlement = engine.retry(settlement_pk, actor=actor)
+            settlement = settlement_services.retry(settlement_pk=settlement_pk, actor=actor)
         elif action == "resume":
-            settlement = engine.resumable(settlement_pk)
+            settlement = settlement_services.resumable(settlement_pk=settlement_pk)
         else:
-            settlement = engine.transition(settlement_pk, SETTLEMENT_TRANSITION_ACTIONS[action], actor=actor,
-                                           note=note)
+            settlement = settlement_services.transition(
+                settlement_pk=settlement_pk, target=SETTLEMENT_TRANSITION_ACTIONS[action], actor=actor, note=note)
         record(actor=actor, user=user, action=f"{action}_settlement", obj=settlement,
                before={"settlement": settlement_pk, "state": before},
                after={"settlement": settlement.pk, "state": settlement.state})
     if action in ("accept", "resume"):  # run_payment skips the steps already done
-        return engine.run_payment(settlement.pk)
+        return settlement_services.run_payment(settlement_pk=settlement.pk)
     if action == "retry":
-        return engine.apply_accept_policy(settlement.pk)
+        return settlement_services.apply_accept_policy(settlement_pk=settlement.pk)
     return settlement
 
 
 def propose_settlement(*, actor: str, channel_id: str, markets: list[str], method: str, chain_id: int,
                        user=None) -> Settlement:
     """The operator settles a channel's markets (the ``settle`` command); then the acceptance policy applies."""
-    data = RequestSettlementData.model_validate(
-        {"channel_id": channel_id, "payment_method": method, "chain_id": chain_id, "markets": markets}
-    )
     with transaction.atomic():
-        settlement = engine.propose_settlement(data=data, actor=actor)
+        settlement = settlement_services.propose_settlement(channel_id=channel_id, payment_method=method, chain_id=chain_id,
+                                               markets=markets, actor=actor)
         record(actor=actor, user=user, action="propose_settlement", obj=settlement, before=None,
                after={"markets": settlement.markets, "ledger": settlement.ledger, "method": method})
-    return engine.apply_accept_policy(settlement.pk)
+    return settlement_services.apply_accept_policy(settlement_pk=settlement.pk)
 
 
 def fix_positions(*, actor: str, channel_id: str | None = None, fix: bool, progress=None):
-    """Rebuild positions from the ledger; with ``fix``, rewrite drifted ones, each rewrite audited with it."""
+    """Rebuild positions from the ledger and each channel's closed-PnL total from its rows; with ``fix``, rewrite
+    what drifted, each rewrite audited in its transaction."""
     def audit(drift):
-        record(actor=actor, action="fix_position", obj=drift.position, before=_book(drift.stored),
-               after=_book(drift.expected))
+        if isinstance(drift, Drift):
+            record(actor=actor, action="fix_position", obj=drift.position, before=_book(drift.stored),
+                   after=_book(drift.expected))
+        else:
+            record(actor=actor, action="fix_closed_pnl", obj=drift.channel, before={"closed_pnl": fmt(drift.stored)},
+                   after={"closed_pnl": fmt(drift.expected)})
 
     return recompute_positions(channel_id=channel_id, fix=fix, progress=progress, on_fix=audit)
 

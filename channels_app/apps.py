@@ -16,3 +16,7 @@ class ChannelsAppConfig(AppConfig):
         import eth_account  # noqa: F401  (make sure py_ecc's import-time change has happened before we undo it)
 
         sys.setrecursionlimit(RECURSION_LIMIT)
+
+        from operatorapi import compat
+
+        compat.check_all()  # every library-internals shim checks its library's release line at start-up

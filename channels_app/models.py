@@ -1,25 +1,23 @@
 """Peers, channels, trades, positions and mark prices.
 
 Positions are stored from the channel initiator's point of view (signed quantity); every figure a peer sees is
-derived for that peer by ``channels_app.notifications``. Trades are the ledger: written once, never edited.
+derived for that peer from the domain values (channels_app.values). Trades are the ledger: written once, never edited.
 """
-from decimal import Decimal
-
 from django.db import models
 from django.db.models import Q
 
 from channels_app.accounting import Book
+from channels_app.formats import no_control_characters
 from channels_app.money import ZERO, ExactDecimalField
-
-INITIATOR, RESPONDER = "Initiator", "Responder"
+from channels_app.values import INITIATOR, RESPONDER
 
 
 class Peer(models.Model):
     """A broker, identified by its Ethereum address (stored EIP-55 checksummed)."""
 
     address = models.CharField(max_length=42, unique=True)
-    name = models.CharField(max_length=64, blank=True)
-    url = models.CharField(max_length=200, blank=True)
+    name = models.CharField(max_length=64, blank=True, validators=[no_control_characters])
+    url = models.CharField(max_length=200, blank=True, validators=[no_control_characters])
     is_disabled = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     first_seen = models.DateTimeField(null=True, blank=True, help_text="First successful authentication")
@@ -57,7 +55,7 @@ class Channel(models.Model):
     margin_deposit = ExactDecimalField()
     closed_pnl = ExactDecimalField(
         default=ZERO, help_text="Realized PnL (initiator's side) of its closed, unsettled positions: kept here so a "
-        "trade does not sum them (channels_app.valuation)")
+        "trade does not sum them; every margin balance is computed from it (channels_app.selectors.margins)")
     status = models.CharField(max_length=16, choices=ChannelStatus.choices, default=ChannelStatus.OPENING)
     responder_name = models.CharField(max_length=64, blank=True, help_text="As the initiator named its peer")
     responder_url = models.CharField(max_length=200, blank=True)
@@ -182,10 +180,6 @@ class MarkPrice(models.Model):
 
     def __str__(self):
         return f"{self.market} @ {self.price}"
-
-
-def marks_for(markets) -> dict[str, Decimal]:
-    return dict(MarkPrice.objects.filter(market__in=set(markets)).values_list("market", "price"))
 
 
 class PeerConnection(models.Model):

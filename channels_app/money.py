@@ -33,12 +33,16 @@ def parse_amount(text: str, *, positive: bool = True) -> Decimal:
     """Parse an input decimal string: no exponent, <= 18 places, <= 40 significant digits, > 0 if ``positive``."""
     if not DECIMAL_RE.fullmatch(text):
         raise DecimalInputError("must be a decimal string like \"12.5\" (digits, optional point; no exponent)")
-    value = Decimal(text)
-    _, digits, exponent = value.normalize(MONEY).as_tuple()
-    if -exponent > INPUT_PLACES:
+    # Counted on the text, before any arithmetic: a string of any length is refused as such, never rounded (a
+    # Decimal of more than MONEY's precision would raise Inexact). Trailing zeros after the point do not count
+    # (docs/protocol.md section 10: "1.50000000000000000000" is 1.5), nor do leading zeros.
+    integer, _, fraction = text.lstrip("-").partition(".")
+    fraction = fraction.rstrip("0")
+    if len(fraction) > INPUT_PLACES:
         raise DecimalInputError(f"has more than {INPUT_PLACES} digits after the point")
-    if value and len(digits) + max(exponent, 0) > INPUT_SIGNIFICANT_DIGITS:
+    if len((integer + fraction).lstrip("0")) > INPUT_SIGNIFICANT_DIGITS:
         raise DecimalInputError(f"has more than {INPUT_SIGNIFICANT_DIGITS} significant digits")
+    value = Decimal(text)
     if positive and value <= 0:
         raise DecimalInputError("must be greater than zero")
     return value

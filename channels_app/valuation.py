@@ -1,58 +1,46 @@
-"""What positions and margins are worth now: the mark each position is valued at, and each side's balance.
+"""What positions and margins are worth: pure functions on values (no database).
 
-Reads only; the caller decides the transaction. Mark rule (docs/protocol.md section 5): a position in settlement
-is valued at the price its settlement froze; otherwise the latest back-office mark, else the last trade price.
+Mark rule (docs/protocol.md section 5): a position in settlement is valued at the price its settlement froze;
+otherwise the latest back-office mark, else the last trade price.
+
+Margin balances have one formula, ``margins``, for every caller (trade path, replies, notifications, admin,
+commands): deposit plus the initiator's PnL, which is the channel's running total of its closed, unsettled
+positions (``Channel.closed_pnl``) plus what its live positions are worth now.
 """
 from decimal import Decimal
 
 from channels_app import accounting
-from channels_app.models import (
-    UNSETTLED_POSITION_STATUSES,
-    Channel,
-    Position,
-    PositionStatus,
-    marks_for,
-)
 from channels_app.money import MONEY, ZERO
+from channels_app.values import Margins
 
 
-def position_mark(position: Position, marks: dict[str, Decimal]) -> Decimal:
+def position_mark(position, marks: dict[str, Decimal]) -> Decimal:
     if position.settle_price is not None:  # set while in settlement and once settled, cleared if it failed
         return position.settle_price
     return marks.get(position.market, position.last_price)
 
 
-def unsettled_positions(channel: Channel) -> list[Position]:
-    return list(channel.positions.filter(status__in=UNSETTLED_POSITION_STATUSES))
-
-
-def initiator_pnl(positions: list[Position], marks: dict[str, Decimal]) -> Decimal:
+def live_pnl(live_positions, marks: dict[str, Decimal]) -> Decimal:
+    """The initiator's PnL (realized and unrealized) on positions that are open or in settlement."""
     total = ZERO
-    for position in positions:
-        if position.status in UNSETTLED_POSITION_STATUSES:
-            total = MONEY.add(total, accounting.total_pnl(position.book, position_mark(position, marks)))
+    for position in live_positions:
+        total = MONEY.add(total, accounting.total_pnl(position.book, position_mark(position, marks)))
     return total
 
 
-def balances(channel: Channel, positions: list[Position] | None = None, marks=None) -> tuple[Decimal, Decimal]:
-    """(initiator, responder) margin balances: deposit plus PnL of every position not yet settled."""
-    if positions is None:
-        positions = unsettled_positions(channel)
-    if marks is None:
-        marks = marks_for(p.market for p in positions)
-    return accounting.margin_balances(channel.margin_deposit, initiator_pnl(positions, marks))
+def initiator_pnl(*, closed_pnl: Decimal, live_positions, marks: dict[str, Decimal]) -> Decimal:
+    """The initiator's PnL on every unsettled position: the running total of the closed ones plus the live ones."""
+    return MONEY.add(closed_pnl, live_pnl(live_positions, marks))
 
 
-def sum_closed_pnl(channel: Channel) -> Decimal:
-    """Realized PnL of the channel's flat, not yet settled positions (initiator side), summed from the rows."""
+def margins(*, deposit: Decimal, initiator_pnl: Decimal) -> Margins:
+    """(initiator, responder) balances: the one way they are computed."""
+    return Margins(*accounting.margin_balances(deposit, initiator_pnl))
+
+
+def sum_realized(realized_pnls) -> Decimal:
+    """Exact sum of realized PnLs (the running total ``Channel.closed_pnl`` must equal this over its closed rows)."""
     total = ZERO
-    for realized in channel.positions.filter(status=PositionStatus.CLOSED).values_list("realized_pnl", flat=True):
+    for realized in realized_pnls:
         total = MONEY.add(total, realized)
     return total
-
-
-def refresh_closed_pnl(channel: Channel) -> None:
-    """Re-sum ``Channel.closed_pnl`` after positions left or joined the closed ones other than by a trade
-    (settlement paid or failed, ledger rebuild). A trade adds to it directly. The caller holds the channel lock."""
-    channel.closed_pnl = sum_closed_pnl(channel)
-    channel.save(update_fields=["closed_pnl"])

@@ -8,9 +8,9 @@ django_asgi_app = get_asgi_application()  # set up Django before importing anyth
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from channels_app.routing import websocket_urlpatterns  # noqa: E402
-from channels_app.security import origin_validator  # noqa: E402
-from channels_app.shutdown import ShutdownMiddleware  # noqa: E402
+from operatorapi.routing import websocket_urlpatterns  # noqa: E402
+from operatorapi.security import origin_validator  # noqa: E402
+from operatorapi.shutdown import ShutdownMiddleware  # noqa: E402
 
 application = ShutdownMiddleware(ProtocolTypeRouter(
     {

@@ -20,7 +20,7 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
-    from operatorapi.keys import load_or_create_secret_key
+    from channels_app.identity import load_or_create_secret_key
 
     SECRET_KEY = load_or_create_secret_key(VAR_DIR)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
@@ -107,7 +107,7 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Several test runs side by side (one per worktree or agent) each need their own test database.
     if env.str("TEST_DATABASE_NAME", default=""):
         DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME")}
-# Database threads of a server process (channels_app/dbthreads.py): one per shard of channels. SQLite has one
+# Database threads of a server process (operatorapi/dbthreads.py): one per shard of channels. SQLite has one
 # writer, so one thread; on PostgreSQL each thread holds a pooled connection while it works (keep <= DB_POOL_MAX).
 DB_THREADS = env.int("DB_THREADS", default=1 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 8)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -117,16 +117,19 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     # Redis pub/sub: a group_send is one PUBLISH and delivery is pushed, where the list-based layer took about a
     # dozen round trips per notification (bench/RESULTS.md). Group memberships live in each process, so a Redis
-    # restart loses none; channels_app.layers renews the subscriptions when Redis returns. At most once delivery.
+    # restart loses none; operatorapi.compat.redis_pubsub renews the subscriptions when Redis returns. At most once delivery.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_app.layers.OutageTolerantPubSubChannelLayer",
+            "BACKEND": "operatorapi.compat.redis_pubsub.OutageTolerantPubSubChannelLayer",
             # socket_timeout None: redis-py's own timeout must not kill the layer's blocking reads.
             "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
         }
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1500}}}
+
+# The domain's outbox hands committed notices to the transport through this callable (channels_app/outbox.py).
+NOTICE_PUBLISHER = "operatorapi.publisher.publish"
 
 # --- Cache: shared by every process where Redis is (the authentication lock-out counts per client IP) ----------
 # "local" is the process's own, the fallback while Redis is unreachable.
@@ -177,7 +180,7 @@ MAX_CONNECTIONS_PER_PEER = env.int("MAX_CONNECTIONS_PER_PEER", default=32)
 AUTH_TIMEOUT_SECONDS = env.float("AUTH_TIMEOUT_SECONDS", default=30.0)
 AUTH_LOCKOUT_FAILURES = env.int("AUTH_LOCKOUT_FAILURES", default=20)
 AUTH_LOCKOUT_SECONDS = env.int("AUTH_LOCKOUT_SECONDS", default=300)
-# Graceful shutdown (channels_app/shutdown.py): seconds a stopping process waits for its connections to close.
+# Graceful shutdown (operatorapi/shutdown.py): seconds a stopping process waits for its connections to close.
 SHUTDOWN_GRACE_SECONDS = env.float("SHUTDOWN_GRACE_SECONDS", default=10.0)
 CHANNEL_APP_DEFINITION = env.str("CHANNEL_APP_DEFINITION", default="0x" + "0" * 40)
 CHANNEL_CHALLENGE_DURATION = env.int("CHANNEL_CHALLENGE_DURATION", default=86400)

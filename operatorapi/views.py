@@ -9,9 +9,9 @@ from channels.layers import get_channel_layer
 from django.db import connection
 from django.http import JsonResponse
 
-from channels_app import shutdown
-from channels_app.dbthreads import giving_connections_back
-from operatorapi.keys import operator_keys
+from operatorapi import shutdown
+from operatorapi.dbthreads import giving_connections_back
+from channels_app.identity import operator_keys
 
 logger = logging.getLogger(__name__)
 CHANNEL_LAYER_TIMEOUT = 2.0

@@ -10,7 +10,7 @@ from django.test import AsyncClient
 from backoffice.models import AuditEntry
 from backoffice.permissions import BACKOFFICE_GROUP, ensure_backoffice_group
 from channels_app.models import Channel, MarkPrice, Peer, Trade
-from settlement import engine
+from settlement import services as engine
 from settlement.models import Settlement
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -180,7 +180,7 @@ async def test_a_payment_left_between_two_steps_is_resumed_from_the_admin_withou
     settlement = await proposed_settlement(alice, channel_id, settings)
     # what a server stopped in the middle of a payment leaves behind: initiated, and no process driving it on
     for state in ("accepted", "initiated"):
-        await database_sync_to_async(engine.transition)(settlement.pk, state, actor="operator")
+        await database_sync_to_async(engine.transition)(settlement_pk=settlement.pk, target=state, actor="operator")
         for client in (alice, bob):
             await client.notification("settlement_notification", state=state)
     clerk = await browser(await make_user("clerk", clerk=True))
@@ -217,8 +217,8 @@ async def test_reject_fail_and_retry_from_the_admin(pair, settings):
 
     await alice.ok("request_settlement", settle(channel_id))
     second = await Settlement.objects.exclude(pk=settlement.pk).aget()
-    await database_sync_to_async(engine.transition)(second.pk, "accepted", actor="operator")
-    await database_sync_to_async(engine.transition)(second.pk, "initiated", actor="operator")  # payment under way
+    await database_sync_to_async(engine.transition)(settlement_pk=second.pk, target="accepted", actor="operator")
+    await database_sync_to_async(engine.transition)(settlement_pk=second.pk, target="initiated", actor="operator")  # payment under way
     await clerk.post(f"/admin/settlement/settlement/{second.pk}/act/fail/", {"note": "chain halted"})
     assert (await Settlement.objects.aget(pk=second.pk)).state == "failed"
     await alice.notification("settlement_notification", state="failed")

@@ -4,7 +4,7 @@ from django.test import override_settings
 from eth_account import Account
 
 from channels_app.models import Peer
-from operatorapi.keys import operator_keys
+from channels_app.identity import operator_keys
 from tests.client import sign
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -138,7 +138,7 @@ async def test_allowed_peers_restricts_who_may_authenticate(connect):
 
 
 async def test_the_operator_identity_comes_from_operator_private_key_when_set(connect, settings):
-    from operatorapi.keys import operator_keys
+    from channels_app.identity import operator_keys
 
     key = Account.create()
     settings.OPERATOR_PRIVATE_KEY = key.key.to_0x_hex()

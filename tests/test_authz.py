@@ -15,11 +15,11 @@ from django.contrib.auth.models import User
 from django.test import AsyncClient
 from django.urls import reverse
 
-from channels_app.events import Event
+from operatorapi.events import Event
 from channels_app.models import Channel, Position, Trade
-from channels_app.schemas import REQUEST_SCHEMAS
+from operatorapi.schemas import REQUEST_SCHEMAS
 from channels_app.services import trades as trade_service
-from operatorapi.keys import operator_keys
+from channels_app.identity import operator_keys
 from settlement.models import Settlement
 from tests.client import sign
 

@@ -8,7 +8,7 @@ from eth_account import Account
 from eth_utils import keccak
 
 from channels_app.models import Channel
-from operatorapi.keys import operator_keys
+from channels_app.identity import operator_keys
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -60,7 +60,7 @@ def test_every_command_has_help_and_a_bad_input_exits_non_zero_with_the_reason(t
 
 
 def test_operator_keys_shows_the_identity_and_creates_missing_keys_only_when_asked(settings, tmp_path):
-    from operatorapi.keys import operator_keys
+    from channels_app.identity import operator_keys
 
     settings.VAR_DIR = tmp_path
     settings.OPERATOR_PRIVATE_KEY = settings.JWT_PRIVATE_KEY = ""
@@ -131,7 +131,8 @@ async def test_recompute_positions_reports_drift_exits_non_zero_and_fixes_it(pai
     assert "0 drifted position(s)" in out and "channel 1/1" in err
 
     await Position.objects.filter(market="ETH/USD").aupdate(quantity="7", cost="1")  # corrupt the stored book
-    with pytest.raises(CommandError, match="1 position\\(s\\) differ from the ledger; run with --fix"):
+    with pytest.raises(CommandError, match="1 position\\(s\\) and 0 channel total\\(s\\) differ from the ledger; "
+                       "run with --fix"):
         await arun("recompute_positions", "--channel", channel_id)
     out, _ = await arun("recompute_positions", "--fix")
     assert "FIXED position" in out and "stored quantity 7 cost 1" in out
@@ -144,8 +145,13 @@ async def test_recompute_positions_reports_drift_exits_non_zero_and_fixes_it(pai
     await alice.record(channel_id, external_id="3", direction="sell", amount="1.5", price="90")  # flat: closed
     assert (await Channel.objects.aget()).closed_pnl == -10  # 5 realized earlier, -15 now
     await Channel.objects.aupdate(closed_pnl="999")  # corrupt the channel's running total of closed PnL
-    await arun("recompute_positions", "--fix")
+    with pytest.raises(CommandError, match="0 position\\(s\\) and 1 channel total\\(s\\) differ"):
+        await arun("recompute_positions")  # reported without --fix, and nothing changed
+    assert (await Channel.objects.aget()).closed_pnl == 999
+    out, _ = await arun("recompute_positions", "--fix")
+    assert f"FIXED closed-PnL total of channel {channel_id}: stored 999; its closed positions sum to -10" in out
     assert (await Channel.objects.aget()).closed_pnl == -10  # re-summed from the closed positions
+    assert await AuditEntry.objects.filter(action="fix_closed_pnl").acount() == 1
     with pytest.raises(CommandError, match="no channel"):
         await arun("recompute_positions", "--channel", "0x" + "ab" * 32)
 

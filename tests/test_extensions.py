@@ -2,7 +2,7 @@
 import pytest
 
 from channels_app.models import Position, Trade
-from channels_app.schemas import MAX_BATCH_TRADES
+from operatorapi.schemas import MAX_BATCH_TRADES
 from tests.client import trade
 
 pytestmark = pytest.mark.django_db(transaction=True)

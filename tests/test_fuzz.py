@@ -6,6 +6,7 @@ valid request afterwards; and a frame that was refused changed nothing in the da
 At least MIN_FRAMES frames per run, deterministic (derandomized) so CI sees the same ones every time.
 """
 import json
+from decimal import Decimal
 import time
 
 import pytest
@@ -14,9 +15,8 @@ from eth_account import Account
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from channels_app.events import Event
+from operatorapi.events import Event
 from channels_app.models import Channel, MarkPrice, Peer, Position, Trade
-from channels_app.schemas import OpenChannelData
 from channels_app.services.channels import open_channel
 from settlement.models import Settlement
 from tests.client import NOTIFICATION_EVENTS, Client
@@ -177,8 +177,7 @@ def fuzz_target(transactional_db):
     """Alice's channel with Bob (one trade on it), and Alice's key: the fuzzer speaks as Alice."""
     alice_account, bob_account = Account.create(), Account.create()
     alice = Peer.objects.create(address=alice_account.address)
-    channel = open_channel(initiator=alice, data=OpenChannelData.model_validate(
-        {"peer": {"address": bob_account.address}, "margin_deposit": "1000"}))
+    channel = open_channel(initiator=alice, responder_address=bob_account.address, margin_deposit=Decimal("1000"))
     return alice_account, channel.channel_id, Account.create().address
 
 

@@ -5,7 +5,7 @@ import stat
 import pytest
 from django.test import AsyncClient
 
-from operatorapi.keys import OperatorKeys, load_or_create_jwt_key, load_or_create_operator_key
+from channels_app.identity import OperatorKeys, load_or_create_jwt_key, load_or_create_operator_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

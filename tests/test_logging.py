@@ -6,7 +6,7 @@ import logging
 import pytest
 from django.conf import settings
 
-from operatorapi.keys import operator_keys
+from channels_app.identity import operator_keys
 from tests.client import sign
 
 pytestmark = pytest.mark.django_db(transaction=True)

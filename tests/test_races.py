@@ -1,4 +1,5 @@
 """Two writers on one channel: the channel row lock serializes trade, position and margin (protocol.md section 5)."""
+import dataclasses
 import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -9,12 +10,11 @@ from django.db import connection
 from eth_account import Account
 
 from channels_app import accounting
-from channels_app.errors import ProtocolError
+from channels_app.errors import DomainError
 from channels_app.models import Channel, Peer, Position, Trade
 from channels_app.money import MONEY
-from channels_app.schemas import OpenChannelData, RecordTradeData
 from channels_app.services.channels import open_channel
-from channels_app.services.trades import record_trade
+from channels_app.services.trades import TradeInput, record_trade
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,16 +31,13 @@ def in_thread(fn):
 def test_concurrent_trades_and_replays_on_one_channel_are_all_stored_once_and_positions_are_exact():
     alice = Peer.objects.create(address=Account.create().address)
     bob = Peer.objects.create(address=Account.create().address)
-    channel = open_channel(initiator=alice, data=OpenChannelData.model_validate(
-        {"peer": {"address": bob.address}, "margin_deposit": "1000000"}))
+    channel = open_channel(initiator=alice, responder_address=bob.address, margin_deposit=Decimal("1000000"))
     now = int(time.time())
 
     def data(i):
         k = i % 40  # the trade; i // 40 says which of its three sends this is
-        return RecordTradeData.model_validate({
-            "channel_id": channel.channel_id, "external_id": f"t{k}", "market": "ETH/USD",
-            "direction": "buy" if k % 3 else "sell", "amount": f"{1 + k}.25", "price": f"{100 + k % 7}.5",
-            "executed_at": now})
+        return TradeInput(external_id=f"t{k}", market="ETH/USD", direction="buy" if k % 3 else "sell",
+                          amount=Decimal(f"{1 + k}.25"), price=Decimal(f"{100 + k % 7}.5"), executed_at=now)
 
     @in_thread
     def record(i):
@@ -48,10 +45,10 @@ def test_concurrent_trades_and_replays_on_one_channel_are_all_stored_once_and_po
         peer = alice if (i // 40) % 2 == 0 else bob
         d = data(i)
         if peer is bob:
-            d = d.model_copy(update={"direction": accounting.opposite(d.direction)})
+            d = dataclasses.replace(d, direction=accounting.opposite(d.direction))
         try:
-            return record_trade(peer=peer, data=d).replayed
-        except ProtocolError as exc:
+            return record_trade(peer=peer, channel_id=channel.channel_id, trade=d).replayed[0]
+        except DomainError as exc:
             return exc.code
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -77,8 +74,7 @@ def test_concurrent_opens_between_one_pair_take_distinct_nonces():
 
     @in_thread
     def opened(_):
-        return open_channel(initiator=alice, data=OpenChannelData.model_validate(
-            {"peer": {"address": bob}, "margin_deposit": "10"})).nonce
+        return open_channel(initiator=alice, responder_address=bob, margin_deposit=Decimal("10")).nonce
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         nonces = sorted(pool.map(opened, range(12)))

@@ -3,7 +3,7 @@ import pytest
 from django.test import override_settings
 
 from channels_app.models import Channel, Position
-from settlement import engine
+from settlement import services as engine
 from settlement.models import Settlement
 from tests.chain import RecordingChain
 from tests.client import trade
@@ -100,7 +100,7 @@ async def test_a_rejected_settlement_returns_frozen_positions_to_open_merging_ne
 async def engine_transition(pk, state):
     from channels.db import database_sync_to_async
 
-    return await database_sync_to_async(engine.transition)(pk, state, actor="admin:test")
+    return await database_sync_to_async(engine.transition)(settlement_pk=pk, target=state, actor="admin:test")
 
 
 @pytest.mark.parametrize(
@@ -159,11 +159,12 @@ async def test_settlement_states_only_move_as_the_table_allows(pair, settings):
     settings.SETTLEMENT_ACCEPT_POLICY = "manual"
     await alice.ok("request_settlement", settle(channel_id))
     settlement = await Settlement.objects.aget()
-    from channels_app.errors import ProtocolError
+    from channels_app.errors import DomainError
 
     for target in ("completed", "executed", "prepared", "failed", "initiated"):
-        with pytest.raises(ProtocolError):
+        with pytest.raises(DomainError) as refused:
             await engine_transition(settlement.pk, target)
+        assert refused.value.code == "invalid_settlement_state"
     assert (await Settlement.objects.aget()).state == "proposed"
 
 
@@ -181,7 +182,8 @@ async def test_after_a_fold_the_ledger_rebuild_matches_the_stored_positions(pair
     await bob.record(channel_id, external_id="4", direction="sell", amount="0.25", price="109")
     settlement = await Settlement.objects.aget()
     await engine_transition(settlement.pk, "rejected")
-    assert await database_sync_to_async(recompute_positions)() == []
+    report = await database_sync_to_async(recompute_positions)()
+    assert report.positions == [] and report.totals == []
     folded = await Position.objects.aget(merged_into__isnull=False)
     assert folded.status == "closed" and folded.quantity == 0
     view = (await alice.positions(channel_id))["ETH/USD"]
@@ -193,14 +195,14 @@ async def test_the_channels_closed_pnl_total_follows_trades_settlements_and_fold
     every kind of change, and the margins a trade announces equal the margins valued from the stored rows."""
     from channels.db import database_sync_to_async
 
+    from channels_app import selectors
     from channels_app.money import fmt
-    from channels_app.valuation import balances, sum_closed_pnl
 
     @database_sync_to_async
     def check() -> tuple[str, str]:
         channel = Channel.objects.get(channel_id=channel_id)
-        assert channel.closed_pnl == sum_closed_pnl(channel)
-        return tuple(fmt(b) for b in balances(channel))
+        assert channel.closed_pnl == selectors.closed_pnl_from_rows(channel)
+        return tuple(fmt(b) for b in selectors.margins(channel))
 
     async def margins_announced(client):
         note = await client.notification("stream_notification", action="marginUpdated")

@@ -11,10 +11,8 @@ from django.utils import timezone
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from channels_app.errors import ErrorCode, ProtocolError
-from channels_app.events import Event
+from channels_app.errors import Code, DomainError
 from channels_app.models import Peer, PeerConnection
-from channels_app.schemas import AuthenticateData, parse_data
 from channels_app.services import presence
 
 logger = logging.getLogger(__name__)
@@ -32,41 +30,51 @@ class Challenge:
         return cls(str(uuid.uuid4()), time.monotonic() + settings.CHALLENGE_TTL_SECONDS)
 
 
-def recover_signer(outstanding: Challenge | None, data: AuthenticateData) -> str:
+def recover_signer(*, outstanding: Challenge | None, challenge: str, signature: bytes) -> str:
     """The checksummed address that signed the outstanding challenge, or a refusal.
 
     The signature is checked over *our* challenge text: a signature over any other text would still recover
     some address, so the client's copy of the challenge is only compared, never signed-over.
     """
-    if outstanding is None or data.challenge != outstanding.value:
-        raise ProtocolError(ErrorCode.INVALID_CHALLENGE, "unknown or already used challenge")
+    if outstanding is None or challenge != outstanding.value:
+        raise DomainError(Code.INVALID_CHALLENGE, "unknown or already used challenge")
     if time.monotonic() > outstanding.expires_at:
-        raise ProtocolError(ErrorCode.INVALID_CHALLENGE, "challenge expired")
+        raise DomainError(Code.INVALID_CHALLENGE, "challenge expired")
     try:
-        return Account.recover_message(encode_defunct(text=outstanding.value), signature=data.signature)
+        return Account.recover_message(encode_defunct(text=outstanding.value), signature=signature)
     except Exception:  # eth-keys raises BadSignature / ValidationError / ValueError for a malformed one
-        raise ProtocolError(ErrorCode.INVALID_SIGNATURE, "signature does not recover to an address") from None
+        raise DomainError(Code.INVALID_SIGNATURE, "signature does not recover to an address") from None
 
 
-def sign_in(*, outstanding: Challenge | None, frame: dict, client_ip: str, channel_name: str = "",
-            client_address: str = "") -> Peer:
-    """An ``authenticate`` request as one unit: lock-out, the frame's data, the signature, admission.
+def sign_in(*, outstanding: Challenge | None, challenge: str, signature: bytes, client_ip: str,
+            channel_name: str = "", client_address: str = "") -> Peer:
+    """An authentication as one unit: lock-out, the signature, admission.
 
-    Every refusal but the connection limit counts as a failed authentication of ``client_ip``; past
-    AUTH_LOCKOUT_FAILURES within AUTH_LOCKOUT_SECONDS that IP is refused outright (``rate_limited``) until the
-    window ends, on every process sharing the cache.
+    Every refusal but the connection limit counts as a failed authentication of ``client_ip`` (``refuse``).
     """
-    if _failures(client_ip) >= settings.AUTH_LOCKOUT_FAILURES:
-        raise ProtocolError(ErrorCode.RATE_LIMITED, "too many failed authentications from this address; "
-                            f"try again in up to {settings.AUTH_LOCKOUT_SECONDS} s")
+    check_lockout(client_ip=client_ip)
     try:
-        data = parse_data(Event.AUTHENTICATE, frame)
-        address = recover_signer(outstanding, data)
+        address = recover_signer(outstanding=outstanding, challenge=challenge, signature=signature)
         return admit_peer(address=address, channel_name=channel_name, client_address=client_address)
-    except ProtocolError as exc:
-        if exc.code != ErrorCode.CONNECTION_LIMIT:
+    except DomainError as exc:
+        if exc.code != Code.CONNECTION_LIMIT:
             _count_failure(client_ip)
         raise
+
+
+def refuse(*, client_ip: str) -> None:
+    """An authentication request too malformed to check: it counts as a failure of ``client_ip`` (a locked-out
+    address is told so instead)."""
+    check_lockout(client_ip=client_ip)
+    _count_failure(client_ip)
+
+
+def check_lockout(*, client_ip: str) -> None:
+    """Past AUTH_LOCKOUT_FAILURES within AUTH_LOCKOUT_SECONDS an address is refused outright until the window
+    ends, on every process sharing the cache."""
+    if _failures(client_ip) >= settings.AUTH_LOCKOUT_FAILURES:
+        raise DomainError(Code.LOCKED_OUT, "too many failed authentications from this address; "
+                          f"try again in up to {settings.AUTH_LOCKOUT_SECONDS} s")
 
 
 def _lockout_key(client_ip: str) -> str:
@@ -106,17 +114,17 @@ def admit_peer(*, address: str, channel_name: str = "", client_address: str = ""
     OPERATOR_ALLOWED_PEERS."""
     allowed = {a.lower() for a in settings.OPERATOR_ALLOWED_PEERS}
     if allowed and address.lower() not in allowed:
-        raise ProtocolError(ErrorCode.PEER_DISABLED, "this peer is not allowed on this operator")
+        raise DomainError(Code.PEER_DISABLED, "this peer is not allowed on this operator")
     now = timezone.now()
     with transaction.atomic():
         peer, _ = Peer.objects.select_for_update().get_or_create(address=address)
         if peer.is_disabled:
-            raise ProtocolError(ErrorCode.PEER_DISABLED, "this peer is disabled")
+            raise DomainError(Code.PEER_DISABLED, "this peer is disabled")
         limit = settings.MAX_CONNECTIONS_PER_PEER
         if channel_name and limit:  # counted under the peer's row lock: two sign-ins cannot both take the last
             live = PeerConnection.objects.filter(peer=peer).exclude(channel_name=channel_name).count()
             if live >= limit:
-                raise ProtocolError(ErrorCode.CONNECTION_LIMIT, f"this peer already has {live} live connections "
+                raise DomainError(Code.CONNECTION_LIMIT, f"this peer already has {live} live connections "
                                     f"(limit {limit}); close one first")
         peer.first_seen = peer.first_seen or now
         peer.last_seen = now

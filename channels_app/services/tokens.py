@@ -5,19 +5,19 @@ import uuid
 import jwt
 from django.conf import settings
 
-from channels_app.errors import ErrorCode, ProtocolError
+from channels_app import selectors
+from channels_app.errors import Code, DomainError
+from channels_app.identity import operator_keys
 from channels_app.models import INITIATOR, TRADING_STATUSES, Peer
-from channels_app.services.channels import participant_channel
-from operatorapi.keys import operator_keys
 
 JWT_ALGORITHM = "ES256"
 REQUIRED_CLAIMS = ["iss", "sub", "aud", "channel_id", "role", "counterparty", "iat", "exp", "jti"]
 
 
 def issue_channel_jwt(*, peer: Peer, channel_id: str) -> str:
-    channel = participant_channel(peer, channel_id)
+    channel = selectors.participant_channel(peer=peer, channel_id=channel_id)
     if channel.status not in TRADING_STATUSES:
-        raise ProtocolError(ErrorCode.INVALID_CHANNEL_STATE, f"channel is {channel.status}; a JWT is issued only "
+        raise DomainError(Code.INVALID_CHANNEL_STATE, f"channel is {channel.status}; a JWT is issued only "
                             "for an opened or settling channel")
     role = channel.role_of(peer.id)
     counterparty = channel.responder if role == INITIATOR else channel.initiator

@@ -1,14 +1,13 @@
 """Recording trades: the trade, its position update and the margin check commit together or not at all."""
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.db import transaction
 
-from channels_app import accounting
-from channels_app.errors import ErrorCode, ProtocolError
-from channels_app.events import StreamAction
+from channels_app import accounting, selectors, valuation
+from channels_app.errors import Code, DomainError
 from channels_app.models import (
     INITIATOR,
-    LIVE_POSITION_STATUSES,
     POSITION_TRANSITIONS,
     TRADING_STATUSES,
     Channel,
@@ -16,79 +15,75 @@ from channels_app.models import (
     Position,
     PositionStatus,
     Trade,
-    marks_for,
 )
-from channels_app.notifications import notify_positions, notify_stream
-from channels_app.schemas import RecordTradeData, RecordTradesData, TradeFields
-from channels_app.services.channels import participant_channel
-from channels_app.statemachine import move
-from channels_app.accounting import margin_balances, total_pnl
 from channels_app.money import MONEY, ZERO
-from channels_app.valuation import initiator_pnl, position_mark
+from channels_app.notices import StreamAction, notify_channel, notify_positions
+from channels_app.statemachine import move
+
+
+@dataclass(frozen=True)
+class TradeInput:
+    """One execution as the reporting party saw it (``direction`` from its own side); amounts already exact."""
+
+    external_id: str
+    market: str
+    direction: str  # "buy" | "sell"
+    amount: Decimal
+    price: Decimal
+    executed_at: int  # unix seconds
 
 
 @dataclass(frozen=True)
 class Recorded:
     channel: Channel
-    trade: Trade
-    replayed: bool  # True: the same trade was already stored; nothing changed
+    trades: list[Trade]  # the stored trade of every item, in order (a replayed item gives the one already stored)
+    replayed: list[bool]  # per item: True when it was already stored (nothing changed for it)
 
 
-def _same_trade(stored: Trade, data: TradeFields, initiator_direction: str) -> bool:
+def _same_trade(stored: Trade, item: TradeInput, initiator_direction: str) -> bool:
     """Content compared from the initiator's side, so either party may report the same execution."""
     return (
-        stored.market == data.market
+        stored.market == item.market
         and stored.initiator_direction == initiator_direction
-        and stored.amount == data.amount
-        and stored.price == data.price
-        and stored.executed_at == data.executed_at
+        and stored.amount == item.amount
+        and stored.price == item.price
+        and stored.executed_at == item.executed_at
     )
 
 
-def record_trade(*, peer: Peer, data: RecordTradeData) -> Recorded:
-    """One trade: stored with its position update and margin check, or refused with nothing changed."""
-    channel, [(trade, replayed)] = _record(peer, data.channel_id, [data], label=lambda index: "")
-    return Recorded(channel, trade, replayed)
+def record_trades(*, peer: Peer, channel_id: str, trades: list[TradeInput]) -> Recorded:
+    """Trades of one channel, all or nothing: as if recorded one by one in order, in one transaction.
 
-
-def record_trades(*, peer: Peer, data: RecordTradesData) -> tuple[Channel, list[Trade]]:
-    """A batch of one channel, all or nothing: as if recorded one by one in order, in one transaction.
-
-    Returns the stored trade of every item in order (replayed items give the trade already stored).
+    A refusal names the refused item by its index (``DomainError.item``).
     """
-    channel, results = _record(peer, data.channel_id, data.trades, label=lambda index: f"data.trades[{index}]: ")
-    return channel, [trade for trade, _ in results]
-
-
-def _record(peer: Peer, channel_id: str, items, *, label) -> tuple[Channel, list[tuple[Trade, bool]]]:
     with transaction.atomic():
         # The channel row lock serializes everything on this channel: idempotency check, position, margin.
-        channel = participant_channel(peer, channel_id, lock=True)
+        channel = selectors.participant_channel(peer=peer, channel_id=channel_id, lock=True)
         role = channel.role_of(peer.id)
-        stored = {t.external_id: t for t in channel.trades.filter(external_id__in=[i.external_id for i in items])}
+        stored = {t.external_id: t for t in channel.trades.filter(external_id__in=[i.external_id for i in trades])}
         fresh = []  # (index, item, initiator_direction) of the items not stored yet
-        for index, item in enumerate(items):
+        for index, item in enumerate(trades):
             initiator_direction = item.direction if role == INITIATOR else accounting.opposite(item.direction)
             existing = stored.get(item.external_id)
             if existing is None:
                 fresh.append((index, item, initiator_direction))
             elif not _same_trade(existing, item, initiator_direction):
-                raise ProtocolError(ErrorCode.DUPLICATE_TRADE, f"{label(index)}external_id {item.external_id!r} "
-                                    "was already recorded with different content")
+                raise DomainError(Code.DUPLICATE_TRADE, f"external_id {item.external_id!r} was already recorded "
+                                  "with different content", item=index)
         if not fresh:  # a replay: answered from what is stored, nothing changes, nobody is notified
-            return channel, [(stored[item.external_id], True) for item in items]
+            return Recorded(channel, [stored[item.external_id] for item in trades], [True] * len(trades))
         if channel.status not in TRADING_STATUSES:
-            raise ProtocolError(ErrorCode.INVALID_CHANNEL_STATE, f"channel is {channel.status}; trades are recorded "
-                                "only on an opened or settling channel")
+            raise DomainError(Code.INVALID_CHANNEL_STATE, f"channel is {channel.status}; trades are recorded "
+                              "only on an opened or settling channel")
 
         # Margins move by the PnL change of the one position each trade touches, so the initiator's PnL is kept
-        # as a running sum: live positions loaded, closed ones as the channel's running total (a batch stays
-        # linear in its size, and a trade does not read the channel's closed positions).
-        positions = list(channel.positions.filter(status__in=LIVE_POSITION_STATUSES))
-        marks = marks_for({*(item.market for _, item, _ in fresh), *(p.market for p in positions)})
-        pnl = MONEY.add(channel.closed_pnl, initiator_pnl(positions, marks))
+        # as a running sum from the same formula every reader uses (selectors.margins): the channel's running
+        # total of closed positions plus its live positions (a batch stays linear in its size).
+        positions = selectors.live_positions_of(channel)
+        marks = selectors.marks_for({*(item.market for _, item, _ in fresh), *(p.market for p in positions)})
+        pnl = valuation.initiator_pnl(closed_pnl=channel.closed_pnl, live_positions=positions, marks=marks)
         newly_closed = ZERO  # realized PnL of the positions this request closes
-        before = after = margin_balances(channel.margin_deposit, pnl)
+        before = after = valuation.margins(deposit=channel.margin_deposit, initiator_pnl=pnl)
         open_by_market = {p.market: p for p in positions if p.status == PositionStatus.OPEN}
         touched: dict[int, Position] = {}  # id() -> position changed by this request, in order
         new_trades = []
@@ -98,18 +93,19 @@ def _record(peer: Peer, channel_id: str, items, *, label) -> tuple[Channel, list
                 position = open_by_market[item.market] = Position(
                     channel=channel, market=item.market, last_price=item.price
                 )
-            pnl = MONEY.subtract(pnl, total_pnl(position.book, position_mark(position, marks)))
+            pnl = MONEY.subtract(pnl, accounting.total_pnl(position.book, valuation.position_mark(position, marks)))
             position.set_book(accounting.apply_trade(position.book, initiator_direction, item.amount, item.price))
             position.last_price = item.price
-            pnl = MONEY.add(pnl, total_pnl(position.book, position_mark(position, marks)))
+            pnl = MONEY.add(pnl, accounting.total_pnl(position.book, valuation.position_mark(position, marks)))
             if position.book.is_flat:  # closed for good: its realized PnL joins the channel's closed total
                 move(position, PositionStatus.CLOSED, table=POSITION_TRANSITIONS)
                 newly_closed = MONEY.add(newly_closed, position.realized_pnl)
                 del open_by_market[item.market]
-            after = margin_balances(channel.margin_deposit, pnl)
+            after = valuation.margins(deposit=channel.margin_deposit, initiator_pnl=pnl)
             if min(after) < 0:
-                raise ProtocolError(ErrorCode.MARGIN_EXCEEDED, f"{label(index)}this trade would leave a margin "
-                                    f"balance below zero (initiator {after[0]}, responder {after[1]})")
+                raise DomainError(Code.MARGIN_EXCEEDED, "this trade would leave a margin balance below zero "
+                                  f"(initiator {after.initiator}, responder {after.responder})",
+                                  item=index)
             touched[id(position)] = position
             new_trades.append(Trade(
                 channel=channel,
@@ -138,6 +134,15 @@ def _record(peer: Peer, channel_id: str, items, *, label) -> tuple[Channel, list
         announced = [p for p in touched.values() if not (id(p) in created_ids and p.status == PositionStatus.CLOSED)]
         notify_positions(channel, announced, marks)
         if after != before:
-            notify_stream(channel, StreamAction.MARGIN_UPDATED, after)
-    by_external_id = {t.external_id: (t, False) for t in new_trades}
-    return channel, [by_external_id.get(item.external_id) or (stored[item.external_id], True) for item in items]
+            notify_channel(channel, StreamAction.MARGIN_UPDATED, after)
+    by_external_id = {t.external_id: t for t in new_trades}
+    return Recorded(
+        channel,
+        [by_external_id.get(item.external_id) or stored[item.external_id] for item in trades],
+        [item.external_id not in by_external_id for item in trades],
+    )
+
+
+def record_trade(*, peer: Peer, channel_id: str, trade: TradeInput) -> Recorded:
+    """One trade: stored with its position update and margin check, or refused with nothing changed."""
+    return record_trades(peer=peer, channel_id=channel_id, trades=[trade])

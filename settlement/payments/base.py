@@ -6,7 +6,7 @@ the settlement to the matching state after each returns; a ``PaymentError`` move
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from channels_app.errors import ErrorCode, ProtocolError
+from channels_app.errors import Code, DomainError
 
 
 class PaymentError(Exception):
@@ -17,7 +17,7 @@ class PaymentBackend:
     name = ""
 
     def check_available(self, *, chain_id: int) -> None:
-        """Raise ProtocolError(payment_method_unavailable) when this method cannot settle on ``chain_id`` now."""
+        """Raise DomainError(payment_method_unavailable) when this method cannot settle on ``chain_id`` now."""
 
     def initiate(self, settlement) -> str:
         """Start the payment; returns a reference (kept on the settlement)."""
@@ -42,4 +42,4 @@ def get_backend(method: str) -> PaymentBackend:
     if method == EscrowBackend.name:
         client = import_string(settings.ESCROW_CHAIN_CLIENT)() if settings.ESCROW_CHAIN_CLIENT else None
         return EscrowBackend(client)
-    raise ProtocolError(ErrorCode.PAYMENT_METHOD_UNAVAILABLE, f"unknown payment method {method!r}")
+    raise DomainError(Code.PAYMENT_METHOD_UNAVAILABLE, f"unknown payment method {method!r}")

@@ -5,7 +5,7 @@
 """
 from typing import Protocol
 
-from channels_app.errors import ErrorCode, ProtocolError
+from channels_app.errors import Code, DomainError
 from settlement.payments.base import PaymentBackend
 
 
@@ -29,10 +29,10 @@ class EscrowBackend(PaymentBackend):
 
     def check_available(self, *, chain_id: int) -> None:
         if self.client is None:
-            raise ProtocolError(ErrorCode.PAYMENT_METHOD_UNAVAILABLE, "escrow is not available: no chain is "
+            raise DomainError(Code.PAYMENT_METHOD_UNAVAILABLE, "escrow is not available: no chain is "
                                 "configured on this operator (use payment_method \"mock\" for testing)")
         if not self.client.supports_chain(chain_id):
-            raise ProtocolError(ErrorCode.PAYMENT_METHOD_UNAVAILABLE, f"escrow is not available on chain {chain_id}")
+            raise DomainError(Code.PAYMENT_METHOD_UNAVAILABLE, f"escrow is not available on chain {chain_id}")
 
     def initiate(self, settlement) -> str:
         return self.client.open_escrow(

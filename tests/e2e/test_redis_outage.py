@@ -110,5 +110,5 @@ async def test_requests_survive_a_redis_outage_and_notifications_resume_within_5
     records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert not [r for r in records if r.get("outcome") == "internal_error"]
     assert "Traceback" not in log  # the outage is logged as warnings, not crashes
-    warnings = [r["message"] for r in records if r["logger"] == "channels_app.layers"]
+    warnings = [r["message"] for r in records if r["logger"] == "operatorapi.compat.redis_pubsub"]
     assert any("unreachable" in w for w in warnings) and any("is back" in w for w in warnings)

@@ -5,10 +5,10 @@ from decimal import Decimal
 from django.core.management.base import CommandError
 
 from backoffice.audit import command_actor
-from channels_app.errors import ProtocolError
+from channels_app.errors import DomainError
+from channels_app.formats import CHANNEL_ID_RE, MARKET_RE
 from channels_app.models import Channel
 from channels_app.money import DecimalInputError, parse_amount
-from channels_app.schemas import CHANNEL_ID_RE, MARKET_RE
 
 ACTOR = command_actor
 
@@ -37,8 +37,8 @@ def channel(channel_id: str) -> Channel:
     return found
 
 
-def refused(exc: ProtocolError) -> CommandError:
-    """A refusal of the domain rules, as the command's error (the same code the protocol would answer)."""
+def refused(exc: DomainError) -> CommandError:
+    """A refusal of the domain rules, as the command's error (with the domain's code)."""
     return CommandError(f"{exc.code}: {exc.message}")
 
 

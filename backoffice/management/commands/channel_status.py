@@ -1,10 +1,9 @@
 from django.core.management.base import BaseCommand
 
 from backoffice.management.commands import _common
-from channels_app import accounting
-from channels_app.models import marks_for
+from channels_app import selectors
 from channels_app.money import fmt
-from channels_app.valuation import balances, position_mark
+from channels_app.values import INITIATOR
 
 
 class Command(BaseCommand):
@@ -15,7 +14,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, channel, **options):
         channel = _common.channel(channel)
-        initiator_balance, responder_balance = balances(channel)
+        initiator_balance, responder_balance = selectors.margins(channel)
         out = self.stdout
         out.write(f"channel {channel.channel_id}")
         out.write(f"  status: {channel.status}   opened {channel.created_at:%Y-%m-%d %H:%M:%S} UTC")
@@ -23,13 +22,14 @@ class Command(BaseCommand):
         out.write(f"  responder: {channel.responder}   margin balance {fmt(responder_balance)}")
         out.write(f"  margin deposit: {fmt(channel.margin_deposit)} each")
         positions = list(channel.positions.order_by("market", "id"))
-        marks = marks_for(p.market for p in positions)
+        marks = selectors.marks_for(p.market for p in positions)
         out.write(f"  positions ({len(positions)}), initiator's side:")
         for p in positions:
-            book, mark = p.book, position_mark(p, marks)
-            out.write(f"    {p.pk} {p.market} {p.status}: {book.direction or 'flat'} {fmt(book.amount)} cost "
-                      f"{fmt(book.cost)} mark {fmt(mark)} unrealized {fmt(accounting.unrealized_pnl(book, mark))} "
-                      f"realized {fmt(book.realized_pnl)}")
+            view = selectors.position_view(p, marks)
+            side = view.side(INITIATOR)
+            out.write(f"    {p.pk} {p.market} {p.status}: {side.direction if side.amount else 'flat'} "
+                      f"{fmt(side.amount)} cost {fmt(side.cost)} mark {fmt(view.mark)} unrealized {fmt(side.pnl)} "
+                      f"realized {fmt(side.realized_pnl)}")
         settlements = list(channel.settlements.order_by("id"))
         out.write(f"  settlements ({len(settlements)}):")
         for s in settlements:

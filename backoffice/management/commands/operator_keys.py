@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from operatorapi import keys
+from channels_app import identity as keys
 
 
 class Command(BaseCommand):

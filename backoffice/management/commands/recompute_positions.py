@@ -2,14 +2,14 @@ from django.core.management.base import BaseCommand, CommandError
 
 from backoffice import actions
 from backoffice.management.commands import _common
-from channels_app.models import Channel
+from channels_app.errors import DomainError
 from channels_app.money import fmt
 
 
 class Command(BaseCommand):
-    help = ("Rebuild every position (or one channel's) from the trade ledger and report any drift from the stored "
-            "books. With --fix, drifted positions are rewritten (audited); settled ones never are. Exit status 1 "
-            "while drift remains.")
+    help = ("Rebuild every position (or one channel's) from the trade ledger, and each channel's running total of "
+            "closed PnL from its rows, and report any drift from what is stored. With --fix, drifted positions and "
+            "totals are rewritten (audited); settled positions never are. Exit status 1 while drift remains.")
 
     def add_arguments(self, parser):
         parser.add_argument("--channel", metavar="ID", help="only this channel")
@@ -24,10 +24,10 @@ class Command(BaseCommand):
                 self.stderr.write(f"channel {done}/{total}")
 
         try:
-            drifts = actions.fix_positions(actor=_common.ACTOR(), channel_id=channel, fix=fix, progress=progress)
-        except Channel.DoesNotExist as exc:
-            raise CommandError(str(exc)) from None
-        for drift in drifts:
+            report = actions.fix_positions(actor=_common.ACTOR(), channel_id=channel, fix=fix, progress=progress)
+        except DomainError as exc:
+            raise CommandError(exc.message) from None
+        for drift in report.positions:
             p, stored, expected = drift.position, drift.stored, drift.expected
             self.stdout.write(
                 f"{'FIXED' if drift.fixed else 'DRIFT'} position {p.pk} {p.market} ({p.status}) of channel "
@@ -35,8 +35,17 @@ class Command(BaseCommand):
                 f"{fmt(stored.realized_pnl)}; ledger says quantity {fmt(expected.quantity)} cost "
                 f"{fmt(expected.cost)} realized {fmt(expected.realized_pnl)}"
             )
-        unfixed = [d for d in drifts if not d.fixed]
-        self.stdout.write(f"{len(drifts)} drifted position(s), {len(drifts) - len(unfixed)} fixed")
-        if unfixed:
-            raise CommandError(f"{len(unfixed)} position(s) differ from the ledger"
+        for drift in report.totals:
+            self.stdout.write(
+                f"{'FIXED' if drift.fixed else 'DRIFT'} closed-PnL total of channel {drift.channel.channel_id}: "
+                f"stored {fmt(drift.stored)}; its closed positions sum to {fmt(drift.expected)}"
+            )
+        fixed_positions = sum(d.fixed for d in report.positions)
+        fixed_totals = sum(d.fixed for d in report.totals)
+        self.stdout.write(f"{len(report.positions)} drifted position(s), {fixed_positions} fixed; "
+                          f"{len(report.totals)} drifted channel total(s), {fixed_totals} fixed")
+        if report.unfixed:
+            positions = sum(not d.fixed for d in report.positions)
+            totals = sum(not d.fixed for d in report.totals)
+            raise CommandError(f"{positions} position(s) and {totals} channel total(s) differ from the ledger"
                                + ("" if fix else "; run with --fix to rewrite them"))

@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand
 
 from backoffice import actions
 from backoffice.management.commands import _common
-from channels_app.errors import ProtocolError
+from channels_app.errors import DomainError
 
 
 class Command(BaseCommand):
@@ -25,7 +25,7 @@ class Command(BaseCommand):
         try:
             settlement = actions.propose_settlement(actor=_common.ACTOR(), channel_id=channel.channel_id,
                                                     markets=markets, method=method, chain_id=chain_id)
-        except ProtocolError as exc:
+        except DomainError as exc:
             raise _common.refused(exc) from None
         self.stdout.write(f"settlement {settlement.pk} of {channel.channel_id}: {settlement.state}")
         for line in settlement.ledger:

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.urls import path
 
-from channels_app.consumers import OperatorConsumer
+from operatorapi.consumers import OperatorConsumer
 
 websocket_urlpatterns = [path("", OperatorConsumer.as_asgi())]
 

@@ -13,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 
 from backoffice.actions import SETTLEMENT_ACTIONS, act_on_settlement, allowed_settlement_actions
 from backoffice.audit import admin_actor
-from channels_app.errors import ProtocolError
+from channels_app.errors import DomainError
 from settlement.models import Settlement, SettlementTransition
 
 ACTION_PERMISSION = "settlement.act_on_settlement"
@@ -99,7 +99,7 @@ class SettlementAdmin(admin.ModelAdmin):
             try:
                 result = act_on_settlement(actor=admin_actor(request.user), user=request.user, settlement_pk=pk,
                                            action=action, note=request.POST.get("note", "")[:2000])
-            except ProtocolError as exc:
+            except DomainError as exc:
                 self.message_user(request, f"Not done: {exc.message}", messages.ERROR)
                 return redirect(change_url)
             self.message_user(request, f"Settlement {result.pk} is now {result.state}.", messages.SUCCESS)

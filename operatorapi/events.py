@@ -1,4 +1,4 @@
-"""Every event name of the protocol, spelled once."""
+"""Every event name of the protocol, spelled once (stream actions: channels_app.notices.StreamAction)."""
 import enum
 
 
@@ -25,10 +25,3 @@ class Event(enum.StrEnum):
     POSITION_NOTIFICATION = "position_notification"
     SETTLEMENT_NOTIFICATION = "settlement_notification"
     ERROR = "error"
-
-
-class StreamAction(enum.StrEnum):
-    CHANNEL_OPENED = "channelOpened"
-    CHANNEL_CLOSED = "channelClosed"
-    CHANNEL_SETTLED = "channelSettled"
-    MARGIN_UPDATED = "marginUpdated"

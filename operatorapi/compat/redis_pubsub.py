@@ -1,4 +1,5 @@
-"""The Redis channel layer, made to ride out a Redis outage.
+"""The Redis channel layer, made to ride out a Redis outage (it overrides private methods of channels-redis 4.3's
+``pubsub`` module: ``RedisSingleShardConnection``'s receiver and subscription bookkeeping).
 
 channels-redis' pub/sub layer keeps group memberships in the process (so a Redis restart, which empties Redis,
 loses none) but gives up on a subscription that fails while Redis is down, and its receiver logs a traceback every
@@ -15,6 +16,9 @@ import logging
 
 from channels_redis import pubsub
 
+from operatorapi.compat import require
+
+require("channels-redis", "4.3")
 logger = logging.getLogger(__name__)
 RETRY_SECONDS = 0.5
 

@@ -1,7 +1,8 @@
 """Back office views of peers, channels, trades, positions and marks.
 
-Reads use the same payload builders as the protocol (figures from each side); writes go through
-``backoffice.actions`` (audited, and through the domain services). Trades and positions are never edited here.
+Reads go through the domain's selectors (figures from each side, balances from the one margin function); writes go
+through ``backoffice.actions`` (audited, and through the domain services). Trades and positions are never edited
+here.
 """
 from django import forms
 from django.contrib import admin, messages
@@ -9,21 +10,10 @@ from django.db.models import Count, Q
 
 from backoffice.actions import set_mark, set_peer_disabled
 from backoffice.audit import admin_actor
-from channels_app.models import (
-    INITIATOR,
-    RESPONDER,
-    Channel,
-    MarkPrice,
-    Peer,
-    PeerConnection,
-    Position,
-    Trade,
-    marks_for,
-)
+from channels_app import selectors
+from channels_app.formats import MARKET_RE
+from channels_app.models import INITIATOR, RESPONDER, Channel, MarkPrice, Peer, PeerConnection, Position, Trade
 from channels_app.money import DecimalInputError, fmt, parse_amount
-from channels_app.notifications import position_payload
-from channels_app.schemas import MARKET_RE
-from channels_app.valuation import balances, position_mark
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -88,10 +78,10 @@ class PeerAdmin(admin.ModelAdmin):
                           messages.SUCCESS)
 
 
-def side_view(position: Position, role: str, mark) -> str:
-    view = position_payload(position, role, mark)
-    return (f"{view['direction']} {view['amount']} · cost {view['cost']} · value {view['market_value']} · "
-            f"pnl {view['pnl']} · realized {view['realized_pnl']}")
+def side_view(position: Position, role: str) -> str:
+    side = selectors.position_view(position, selectors.marks_for([position.market])).side(role)
+    return (f"{side.direction} {fmt(side.amount)} · cost {fmt(side.cost)} · value {fmt(side.market_value)} · "
+            f"pnl {fmt(side.pnl)} · realized {fmt(side.realized_pnl)}")
 
 
 class PositionInline(ReadOnlyInline):
@@ -102,11 +92,11 @@ class PositionInline(ReadOnlyInline):
 
     @admin.display(description="initiator's side")
     def initiator_side(self, position):
-        return side_view(position, INITIATOR, position_mark(position, marks_for([position.market])))
+        return side_view(position, INITIATOR)
 
     @admin.display(description="responder's side")
     def responder_side(self, position):
-        return side_view(position, RESPONDER, position_mark(position, marks_for([position.market])))
+        return side_view(position, RESPONDER)
 
 
 class TradeInline(ReadOnlyInline):
@@ -146,11 +136,11 @@ class ChannelAdmin(ReadOnlyAdmin):
 
     @admin.display(description="initiator balance")
     def initiator_balance(self, channel):
-        return fmt(balances(channel)[0])
+        return fmt(selectors.margins(channel).initiator)
 
     @admin.display(description="responder balance")
     def responder_balance(self, channel):
-        return fmt(balances(channel)[1])
+        return fmt(selectors.margins(channel).responder)
 
 
 @admin.register(Trade)
@@ -173,11 +163,11 @@ class PositionAdmin(ReadOnlyAdmin):
 
     @admin.display(description="initiator's side")
     def initiator_side(self, position):
-        return side_view(position, INITIATOR, position_mark(position, marks_for([position.market])))
+        return side_view(position, INITIATOR)
 
     @admin.display(description="responder's side")
     def responder_side(self, position):
-        return side_view(position, RESPONDER, position_mark(position, marks_for([position.market])))
+        return side_view(position, RESPONDER)
 
 
 class MarkPriceForm(forms.ModelForm):

@@ -1,8 +1,10 @@
 """One typed schema per request event: the only place a client frame is validated.
 
-``parse_request`` turns a decoded frame into ``(reqid, event, data)`` or raises ``ProtocolError`` with the code
-docs/protocol.md gives (``invalid_message`` naming the field, ``invalid_decimal``, ``invalid_market``, ...).
-Types are strict: a number where a string is due (or ``"1"`` where an integer is due) is refused, never coerced.
+``parse_reqid``, ``parse_event`` and ``parse_data`` turn a decoded frame into its reqid, event and typed data, or
+raise ``ProtocolError`` with the code docs/protocol.md gives (``invalid_message`` naming the field,
+``invalid_decimal``, ``invalid_market``, ...). Types are strict: a number where a string is due (or ``"1"`` where an
+integer is due) is refused, never coerced. No text field may hold a control character (NUL included): refused
+alike on both databases. The identifier formats are the domain's (channels_app.formats).
 """
 import re
 import time
@@ -14,19 +16,26 @@ from eth_utils import to_checksum_address
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from pydantic_core import PydanticCustomError
 
-from channels_app.errors import ErrorCode, ProtocolError
-from channels_app.events import Event
+from channels_app.formats import ADDRESS_RE, CHANNEL_ID_RE, MARKET_RE, control_character
 from channels_app.models import ChannelStatus
 from channels_app.money import DecimalInputError, parse_amount
+from channels_app.services.trades import TradeInput
+from operatorapi.errors import ErrorCode, ProtocolError
+from operatorapi.events import Event
 
 MAX_REQID = 2**63 - 1
 MAX_FUTURE_SECONDS = 300
 MAX_BATCH_TRADES = 6765  # record_trades (docs/protocol.md section 8)
-MARKET_RE = re.compile(r"[A-Z0-9]{1,16}/[A-Z0-9]{1,16}")
-CHANNEL_ID_RE = re.compile(r"0x[0-9a-f]{64}")
-ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 SIGNATURE_RE = re.compile(r"0x[0-9a-fA-F]{130}")
 URL_SCHEMES = frozenset({"http", "https", "ws", "wss"})
+
+
+def _plain_text(value: str) -> str:
+    found = control_character(value)
+    if found:
+        raise PydanticCustomError(ErrorCode.INVALID_MESSAGE, "contains the control character {char}", {"char": found})
+    return value
+
 
 
 def _positive_decimal(value: str) -> Decimal:
@@ -83,6 +92,7 @@ def _distinct(values: list[str]) -> list[str]:
     return values
 
 
+Text = Annotated[StrictStr, AfterValidator(_plain_text)]
 PositiveDecimal = Annotated[StrictStr, AfterValidator(_positive_decimal)]
 Market = Annotated[StrictStr, AfterValidator(_market)]
 ChannelId = Annotated[StrictStr, AfterValidator(_channel_id)]
@@ -96,7 +106,7 @@ class Schema(BaseModel):
 
 
 class AuthenticateData(Schema):
-    challenge: Annotated[StrictStr, Field(max_length=64)]
+    challenge: Annotated[Text, Field(max_length=64)]
     signature: Annotated[StrictStr, AfterValidator(_signature)]
 
 
@@ -108,8 +118,8 @@ class ChannelRef(Schema):
 
 class PeerInfo(Schema):
     address: Address
-    url: Annotated[StrictStr, Field(max_length=200), AfterValidator(_url)] | None = None
-    name: Annotated[StrictStr, Field(max_length=64)] | None = None
+    url: Annotated[Text, Field(max_length=200), AfterValidator(_url)] | None = None
+    name: Annotated[Text, Field(max_length=64)] | None = None
 
 
 class OpenChannelData(Schema):
@@ -120,12 +130,16 @@ class OpenChannelData(Schema):
 class TradeFields(Schema):
     """One execution as the reporting party saw it: a ``record_trade`` without its channel, a batch item."""
 
-    external_id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+    external_id: Annotated[Text, Field(min_length=1, max_length=128)]
     market: Market
     direction: Literal["buy", "sell"]
     amount: PositiveDecimal
     price: PositiveDecimal
     executed_at: Annotated[Int64, AfterValidator(_not_in_future)]
+
+    def to_domain(self) -> TradeInput:
+        return TradeInput(external_id=self.external_id, market=self.market, direction=self.direction,
+                          amount=self.amount, price=self.price, executed_at=self.executed_at)
 
 
 class RecordTradeData(TradeFields):

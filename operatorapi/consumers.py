@@ -1,8 +1,9 @@
 """The WebSocket endpoint: decode a frame, validate it, dispatch it by event to a handler, send the reply.
 
-Handlers are a line or two each: the rules live in ``channels_app.services`` and ``settlement.engine``, run in one
-call on the database thread of the channel (``channels_app.dbthreads``), so the reply goes out only after the
-state change committed.
+Handlers are a line or two each: the rules live in the domain's services (writes) and selectors (reads), run in one
+call on the database thread of the channel (``operatorapi.dbthreads``), so the reply goes out only after the state
+change committed. A domain refusal (``DomainError``) becomes an ``error`` frame with its wire code
+(``operatorapi.errors``); replies are built by ``operatorapi.payloads``.
 Requests on one connection are handled in order (Channels dispatches one message at a time per consumer).
 """
 import asyncio
@@ -16,15 +17,18 @@ from typing import Any
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from channels_app import schemas, shutdown
-from channels_app.dbthreads import on_thread_of
-from channels_app.errors import ErrorCode, ProtocolError, error_frame
-from channels_app.events import Event
-from channels_app.notifications import peer_control_group, peer_group
-from channels_app.ratelimit import TokenBucket
+from channels_app import selectors
+from channels_app.errors import DomainError
+from channels_app.identity import operator_keys
 from channels_app.services import auth, channels, presence, tokens, trades
-from operatorapi.keys import operator_keys
-from settlement import engine
+from operatorapi import payloads, schemas, shutdown
+from operatorapi.dbthreads import on_thread_of
+from operatorapi.errors import ErrorCode, ProtocolError, error_frame
+from operatorapi.events import Event
+from operatorapi.publisher import peer_control_group, peer_group
+from operatorapi.ratelimit import TokenBucket
+from settlement import selectors as settlement_selectors
+from settlement import services as settlement_services
 
 logger = logging.getLogger(__name__)
 request_log = logging.getLogger("operatorapi.requests")  # one line per request
@@ -133,6 +137,9 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
                                     "requests per second on this connection; slow down")
             event = schemas.parse_event(frame)
             await self.handle_request(reqid, event, frame)
+        except DomainError as exc:
+            exc = ProtocolError.from_domain(exc, item_field="data.trades" if event == Event.RECORD_TRADES else None)
+            await self.send_error(reqid, exc.code, exc.message)
         except ProtocolError as exc:
             await self.send_error(reqid, exc.code, exc.message)
         except Exception:
@@ -192,11 +199,10 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
             raise ProtocolError(ErrorCode.ALREADY_AUTHENTICATED, "this connection is already authenticated")
         outstanding, self.challenge = self.challenge, None  # single-use, whatever the outcome
         try:
-            self.peer = await on_thread_of(self.channel_name, auth.sign_in)(
-                outstanding=outstanding, frame=frame, client_ip=self.client_ip, channel_name=self.channel_name,
-                client_address=self.client_address,
-            )
-        except ProtocolError as exc:
+            self.peer = await on_thread_of(self.channel_name, self.sign_in)(outstanding, frame)
+        except (ProtocolError, DomainError) as exc:
+            if isinstance(exc, DomainError):
+                exc = ProtocolError.from_domain(exc)
             await self.send_error(reqid, exc.code, exc.message)
             if exc.code in (ErrorCode.CONNECTION_LIMIT, ErrorCode.RATE_LIMITED):  # locked out: retrying is futile
                 await self.close(code=CLOSE_RATE_LIMITED)
@@ -212,6 +218,18 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(peer_control_group(self.peer.address), self.channel_name)
         await self.reply(reqid, Event.AUTHENTICATE)
 
+    def sign_in(self, outstanding: auth.Challenge | None, frame: dict):
+        """(database thread) The frame's credentials checked and the peer admitted; a malformed request counts as
+        a failed authentication too."""
+        try:
+            data = schemas.parse_data(Event.AUTHENTICATE, frame)
+        except ProtocolError:
+            auth.refuse(client_ip=self.client_ip)
+            raise
+        return auth.sign_in(outstanding=outstanding, challenge=data.challenge, signature=data.signature,
+                            client_ip=self.client_ip, channel_name=self.channel_name,
+                            client_address=self.client_address)
+
     async def close_unauthenticated(self):
         """AUTH_TIMEOUT_SECONDS passed without a successful ``authenticate``."""
         if self.peer is None:
@@ -221,18 +239,30 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
 
     # --- request handlers: (reqid, validated data) -> reply data | None | NO_REPLY --------------------------
     async def open_channel(self, reqid, data):
-        channel = await on_thread_of(self.peer.address, channels.open_channel)(initiator=self.peer, data=data)
+        channel = await on_thread_of(self.peer.address, channels.open_channel)(
+            initiator=self.peer, responder_address=data.peer.address, margin_deposit=data.margin_deposit,
+            responder_name=data.peer.name or "", responder_url=data.peer.url or "",
+        )
         return {"channel_id": channel.channel_id}
 
     async def record_trade(self, reqid, data):
-        recorded = await on_thread_of(data.channel_id, trades.record_trade)(peer=self.peer, data=data)
-        return {"channel_id": recorded.channel.channel_id, "external_id": recorded.trade.external_id}
+        recorded = await on_thread_of(data.channel_id, trades.record_trade)(
+            peer=self.peer, channel_id=data.channel_id, trade=data.to_domain()
+        )
+        return {"channel_id": recorded.channel.channel_id, "external_id": recorded.trades[0].external_id}
+
+    async def record_trades(self, reqid, data):
+        recorded = await on_thread_of(data.channel_id, trades.record_trades)(
+            peer=self.peer, channel_id=data.channel_id, trades=[item.to_domain() for item in data.trades]
+        )
+        return {"channel_id": recorded.channel.channel_id, "external_ids": [t.external_id for t in recorded.trades]}
 
     async def positions(self, reqid, data):
-        book = await on_thread_of(data.channel_id, channels.live_positions)(
+        role, book = await on_thread_of(data.channel_id, selectors.live_positions)(
             peer=self.peer, channel_id=data.channel_id
         )
-        return {"channel_id": data.channel_id, "positions": book}
+        return {"channel_id": data.channel_id,
+                "positions": [{"position": payloads.position_payload(p, role)} for p in book]}
 
     async def channel_jwt(self, reqid, data):
         token = await on_thread_of(data.channel_id, tokens.issue_channel_jwt)(
@@ -246,19 +276,16 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
         )
         return {"channel_id": channel.channel_id}
 
-    async def record_trades(self, reqid, data):
-        channel, recorded = await on_thread_of(data.channel_id, trades.record_trades)(peer=self.peer, data=data)
-        return {"channel_id": channel.channel_id, "external_ids": [t.external_id for t in recorded]}
-
     async def list_channels(self, reqid, data):
-        found = await on_thread_of(self.peer.address, channels.peer_channels)(peer=self.peer, status=data.status)
-        return {"channels": found}
+        found = await on_thread_of(self.peer.address, selectors.peer_channels)(peer=self.peer, status=data.status)
+        return {"channels": [payloads.channel_payload(channel, role) for role, channel in found]}
 
     async def settlements(self, reqid, data):
-        found = await on_thread_of(data.channel_id, engine.channel_settlements)(
+        role, found = await on_thread_of(data.channel_id, settlement_selectors.channel_settlements)(
             peer=self.peer, channel_id=data.channel_id
         )
-        return {"channel_id": data.channel_id, "settlements": found}
+        return {"channel_id": data.channel_id,
+                "settlements": [payloads.settlement_history_payload(s, role) for s in found]}
 
     async def subscribe_notifications(self, reqid, data):
         await self.channel_layer.group_add(peer_group(self.peer.address), self.channel_name)
@@ -266,10 +293,13 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
         return NO_REPLY
 
     async def request_settlement(self, reqid, data):
-        settlement = await on_thread_of(data.channel_id, engine.request_settlement)(peer=self.peer, data=data)
+        settlement = await on_thread_of(data.channel_id, settlement_services.request_settlement)(
+            peer=self.peer, channel_id=data.channel_id, payment_method=data.payment_method, chain_id=data.chain_id,
+            markets=list(data.markets),
+        )
         await self.reply(reqid, Event.REQUEST_SETTLEMENT)
         try:  # the proposal is committed and answered; acceptance and payment follow as notifications
-            await on_thread_of(data.channel_id, engine.apply_accept_policy)(settlement.pk)
+            await on_thread_of(data.channel_id, settlement_services.apply_accept_policy)(settlement_pk=settlement.pk)
         except Exception:
             logger.exception("settlement %s: policy/payment run failed; left in its state for back office",
                              settlement.pk)
@@ -304,7 +334,7 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
         await self.close(code=CLOSE_AUTH_FAILED)
 
     async def notify(self, message):
-        """A transaction's notifications for this peer (channels_app.notifications), in order."""
+        """A transaction's notifications for this peer (operatorapi.publisher), in order."""
         if self.subscription_reqid is not None:
             for frame in message["frames"]:
                 await self.send_json({"event": frame["event"], "reqid": self.subscription_reqid, "data": frame["data"]})

@@ -1,4 +1,4 @@
-"""The settlement engine: requesting a settlement, its state machine, and driving a payment through it.
+"""Settlement writes: requesting a settlement, its state machine, and driving a payment through it.
 
 ``transition`` is the one function that changes a settlement's state: it checks the table, records who did it
 and when, applies the side effects on positions and channel, and queues the notifications. The protocol path,
@@ -9,27 +9,19 @@ import logging
 from django.conf import settings
 from django.db import transaction
 
-from channels_app import accounting
-from channels_app.errors import ErrorCode, ProtocolError, channel_not_found
-from channels_app.events import StreamAction
-from channels_app.models import (
-    POSITION_TRANSITIONS,
-    Channel,
-    ChannelStatus,
-    Peer,
-    Position,
-    PositionStatus,
-    marks_for,
-)
+from channels_app import accounting, selectors
+from channels_app.errors import Code, DomainError, channel_not_found
+from channels_app.models import POSITION_TRANSITIONS, Channel, ChannelStatus, Peer, Position, PositionStatus
 from channels_app.money import MONEY, ZERO
-from channels_app.notifications import notify_positions, notify_settlement, notify_stream, settlement_history_payload
-from channels_app.schemas import RequestSettlementData
-from channels_app.services.channels import participant_channel, transition_channel
+from channels_app.notices import StreamAction, notify_channel, notify_positions
+from channels_app.services.channels import transition_channel
+from channels_app.services.recompute import refresh_closed_pnl
 from channels_app.statemachine import InvalidTransition, check_transition, move
-from channels_app.valuation import balances, position_mark, refresh_closed_pnl, unsettled_positions
+from channels_app.valuation import position_mark
 from settlement.ledger import build_ledger
 from settlement.models import Settlement, SettlementState, SettlementTransition
 from settlement.payments.base import PaymentError, get_backend
+from settlement.values import notify_settlement
 
 logger = logging.getLogger(__name__)
 S = SettlementState
@@ -48,54 +40,53 @@ def peer_actor(peer: Peer) -> str:
     return f"peer:{peer.address}"
 
 
-def request_settlement(*, peer: Peer, data: RequestSettlementData) -> Settlement:
-    """A party asks to settle ``data.markets`` of its channel (the protocol path)."""
+def request_settlement(*, peer: Peer, channel_id: str, payment_method: str, chain_id: int,
+                       markets: list[str]) -> Settlement:
+    """A party asks to settle ``markets`` of its channel (the protocol path)."""
     with transaction.atomic():
-        channel = participant_channel(peer, data.channel_id, lock=True)
-        return _propose(channel, data, requested_by=peer, actor=peer_actor(peer))
+        channel = selectors.participant_channel(peer=peer, channel_id=channel_id, lock=True)
+        return _propose(channel, payment_method=payment_method, chain_id=chain_id, markets=markets,
+                        requested_by=peer, actor=peer_actor(peer))
 
 
-def channel_settlements(*, peer: Peer, channel_id: str) -> list[dict]:
-    """A channel's settlements, newest first, with ledgers and state times, as ``peer`` sees them."""
-    channel = participant_channel(peer, channel_id)
-    role = channel.role_of(peer.id)
-    settlements = channel.settlements.select_related("channel").prefetch_related("transitions").order_by("-id")
-    return [settlement_history_payload(s, role) for s in settlements]
-
-
-def propose_settlement(*, data: RequestSettlementData, actor: str, note: str = "") -> Settlement:
+def propose_settlement(*, channel_id: str, payment_method: str, chain_id: int, markets: list[str], actor: str,
+                       note: str = "") -> Settlement:
     """The operator proposes a settlement (management command, back office): no party membership to check."""
     with transaction.atomic():
         channel = Channel.objects.select_for_update(of=("self",)).select_related("initiator", "responder").filter(
-            channel_id=data.channel_id).first()
+            channel_id=channel_id.lower()).first()
         if channel is None:
             raise channel_not_found()
-        return _propose(channel, data, requested_by=None, actor=actor, note=note)
+        return _propose(channel, payment_method=payment_method, chain_id=chain_id, markets=markets,
+                        requested_by=None, actor=actor, note=note)
 
 
-def _propose(channel: Channel, data: RequestSettlementData, *, requested_by, actor: str, note: str = "") -> Settlement:
+def _propose(channel: Channel, *, payment_method: str, chain_id: int, markets: list[str], requested_by,
+             actor: str, note: str = "") -> Settlement:
     """Freeze the markets' open positions at the mark and compute the ledger (caller holds the channel lock)."""
-    backend = get_backend(data.payment_method)
+    if len(set(markets)) != len(markets) or not markets:
+        raise DomainError(Code.INVALID_INPUT, "markets: name each market once, at least one")
+    backend = get_backend(payment_method)
     if channel.settlements.exclude(state__in=[S.COMPLETED, S.FAILED, S.REJECTED]).exists():
-        raise ProtocolError(ErrorCode.SETTLEMENT_IN_PROGRESS, "this channel already has a settlement in progress")
+        raise DomainError(Code.SETTLEMENT_IN_PROGRESS, "this channel already has a settlement in progress")
     if channel.status != ChannelStatus.OPENED:
-        raise ProtocolError(ErrorCode.INVALID_CHANNEL_STATE, f"channel is {channel.status}; only an opened "
-                            "channel can be settled")
-    backend.check_available(chain_id=data.chain_id)
+        raise DomainError(Code.INVALID_CHANNEL_STATE, f"channel is {channel.status}; only an opened "
+                          "channel can be settled")
+    backend.check_available(chain_id=chain_id)
 
-    positions = unsettled_positions(channel)
+    positions = list(channel.positions.filter(status__in=(PositionStatus.OPEN, PositionStatus.CLOSED)))
     open_by_market = {p.market: p for p in positions if p.status == PositionStatus.OPEN}
-    missing = [m for m in data.markets if m not in open_by_market]
+    missing = [m for m in markets if m not in open_by_market]
     if missing:
-        raise ProtocolError(ErrorCode.INVALID_MARKET, "no open position in " + ", ".join(missing))
-    marks = marks_for(data.markets)
-    frozen = [open_by_market[m] for m in data.markets]
+        raise DomainError(Code.INVALID_MARKET, "no open position in " + ", ".join(missing))
+    marks = selectors.marks_for(markets)
+    frozen = [open_by_market[m] for m in markets]
     for position in frozen:
         position.settle_price = position_mark(position, marks)
         move(position, PositionStatus.IN_SETTLEMENT, table=POSITION_TRANSITIONS)
         position.save(update_fields=["status", "settle_price", "updated_at"])
     # Flat positions of those markets carry realized PnL not yet paid: the settlement pays it too.
-    flat = [p for p in positions if p.market in data.markets and p.status == PositionStatus.CLOSED]
+    flat = [p for p in positions if p.market in markets and p.status == PositionStatus.CLOSED]
     pnl_by_market = {}
     for position in frozen + flat:
         pnl = accounting.total_pnl(position.book, position_mark(position, marks))
@@ -104,9 +95,9 @@ def _propose(channel: Channel, data: RequestSettlementData, *, requested_by, act
     settlement = Settlement.objects.create(
         channel=channel,
         requested_by=requested_by,
-        payment_method=data.payment_method,
-        chain_id=data.chain_id,
-        markets=list(data.markets),
+        payment_method=payment_method,
+        chain_id=chain_id,
+        markets=list(markets),
         ledger=build_ledger(pnl_by_market),
     )
     settlement.positions.set(frozen + flat)
@@ -117,19 +108,18 @@ def _propose(channel: Channel, data: RequestSettlementData, *, requested_by, act
     return settlement
 
 
-def retry(settlement_pk: int, *, actor: str) -> Settlement:
+def retry(*, settlement_pk: int, actor: str) -> Settlement:
     """A failed settlement is tried again as a new proposal of the same markets and method."""
     failed = Settlement.objects.select_related("channel").get(pk=settlement_pk)
     if failed.state != S.FAILED:
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"settlement is {failed.state}; only a failed one is retried")
-    data = RequestSettlementData.model_validate({
-        "channel_id": failed.channel.channel_id, "payment_method": failed.payment_method,
-        "chain_id": failed.chain_id, "markets": failed.markets,
-    })
-    return propose_settlement(data=data, actor=actor, note=f"retry of settlement {failed.pk}")
+        raise DomainError(Code.INVALID_SETTLEMENT_STATE, f"settlement is {failed.state}; only a failed one is "
+                          "retried")
+    return propose_settlement(channel_id=failed.channel.channel_id, payment_method=failed.payment_method,
+                              chain_id=failed.chain_id, markets=failed.markets, actor=actor,
+                              note=f"retry of settlement {failed.pk}")
 
 
-def transition(settlement_pk: int, target: SettlementState, *, actor: str, note: str = "") -> Settlement:
+def transition(*, settlement_pk: int, target: SettlementState, actor: str, note: str = "") -> Settlement:
     """Move a settlement to ``target`` (one transaction, rows locked) and apply what that state means."""
     with transaction.atomic():
         settlement = Settlement.objects.select_for_update().select_related(
@@ -144,7 +134,8 @@ def _apply(settlement: Settlement, target: SettlementState, *, actor: str, note:
     try:
         check_transition(SETTLEMENT_TRANSITIONS, "settlement", previous, target)
     except InvalidTransition:
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"settlement is {previous}; it cannot become {target}") from None
+        raise DomainError(Code.INVALID_SETTLEMENT_STATE, f"settlement is {previous}; it cannot become {target}") \
+            from None
     settlement.state = target
     settlement.save(update_fields=["state", "payment_reference", "updated_at"])
     SettlementTransition.objects.create(
@@ -174,7 +165,7 @@ def _complete(settlement: Settlement) -> None:
     refresh_closed_pnl(channel)  # the flat ones it paid are no longer closed-and-unsettled
     transition_channel(channel, ChannelStatus.OPENED)
     notify_positions(channel, [p for p in settled if p.settle_price is not None], {})
-    notify_stream(channel, StreamAction.CHANNEL_SETTLED)
+    notify_channel(channel, StreamAction.CHANNEL_SETTLED)
 
 
 def _unfreeze(settlement: Settlement) -> None:
@@ -208,10 +199,10 @@ def _unfreeze(settlement: Settlement) -> None:
     settlement.positions.remove(*settlement.positions.exclude(status=PositionStatus.SETTLED))
     refresh_closed_pnl(channel)  # returning positions that are flat, and merged ones, are closed now
     transition_channel(channel, ChannelStatus.OPENED)
-    positions = unsettled_positions(channel)
-    marks = marks_for(p.market for p in positions)
+    live = selectors.live_positions_of(channel)
+    marks = selectors.marks_for({*(p.market for p in live), *(p.market for p in changed)})
     notify_positions(channel, changed, marks)
-    notify_stream(channel, StreamAction.MARGIN_UPDATED, balances(channel, positions, marks))
+    notify_channel(channel, StreamAction.MARGIN_UPDATED, selectors.margins(channel, live_positions=live, marks=marks))
 
 
 # --- driving a settlement --------------------------------------------------------------------------------------
@@ -225,24 +216,25 @@ PAYMENT_STEPS = (
 PAYMENT_IN_FLIGHT = frozenset({S.ACCEPTED, *(target for target, _ in PAYMENT_STEPS[:-1])})
 
 
-def apply_accept_policy(settlement_pk: int) -> Settlement:
+def apply_accept_policy(*, settlement_pk: int) -> Settlement:
     """The counterparty's acceptance: given at once by the ``auto`` policy, else left to back office."""
     if settings.SETTLEMENT_ACCEPT_POLICY != "auto":
         return Settlement.objects.get(pk=settlement_pk)
-    transition(settlement_pk, S.ACCEPTED, actor=OPERATOR_ACTOR, note="accepted by the operator's policy")
-    return run_payment(settlement_pk)
+    transition(settlement_pk=settlement_pk, target=S.ACCEPTED, actor=OPERATOR_ACTOR,
+               note="accepted by the operator's policy")
+    return run_payment(settlement_pk=settlement_pk)
 
 
-def resumable(settlement_pk: int) -> Settlement:
+def resumable(*, settlement_pk: int) -> Settlement:
     """The settlement, locked, if its payment is under way: left between two steps by a process that stopped."""
     settlement = Settlement.objects.select_for_update().get(pk=settlement_pk)
     if settlement.state not in PAYMENT_IN_FLIGHT:
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
-                            f"settlement is {settlement.state}; only a payment under way can be resumed")
+        raise DomainError(Code.INVALID_SETTLEMENT_STATE,
+                          f"settlement is {settlement.state}; only a payment under way can be resumed")
     return settlement
 
 
-def run_payment(settlement_pk: int) -> Settlement:
+def run_payment(*, settlement_pk: int) -> Settlement:
     """Take an accepted settlement through its payment method, one state per transaction; a failure fails it."""
     settlement = Settlement.objects.get(pk=settlement_pk)
     backend = get_backend(settlement.payment_method)
