@@ -3,7 +3,8 @@ from datetime import datetime, time, timezone
 
 from django.db.models import Count
 
-from channels_app.models import Channel, ChannelStatus, PeerConnection, Trade
+from channels_app import selectors
+from channels_app.models import Channel, ChannelStatus, Trade
 from settlement.models import TERMINAL_STATES, Settlement
 
 
@@ -14,7 +15,7 @@ def dashboard() -> dict:
         Settlement.objects.exclude(state__in=[s.value for s in TERMINAL_STATES])
         .select_related("channel").order_by("created_at")
     )
-    online = PeerConnection.objects.values("peer__address", "peer__name").annotate(connections=Count("id"))
+    online = selectors.live_connections().values("peer__address", "peer__name").annotate(connections=Count("id"))
     return {
         "channels_by_status": [(status.label, by_status.get(status.value, 0)) for status in ChannelStatus],
         "trades_today": Trade.objects.filter(recorded_at__gte=midnight).count(),

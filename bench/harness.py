@@ -84,7 +84,7 @@ def daphnes(env: dict, count: int, workdir: Path):
             port = free_port()
             log = open(workdir / f"daphne-{port}.log", "w")
             processes.append(subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "operatorapi.asgi:application"],
+                [sys.executable, "-m", "operatorapi.serve", "-b", "127.0.0.1", "-p", str(port)],  # cap set
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
             urls.append(f"ws://127.0.0.1:{port}")
         for process, url in zip(processes, urls):

@@ -17,6 +17,8 @@ class ChannelsAppConfig(AppConfig):
 
         sys.setrecursionlimit(RECURSION_LIMIT)
 
+        from channels_app import checks  # noqa: F401  (registers the keys' system checks, operatorapi.E001-E003)
+
         from operatorapi import compat
 
         compat.check_all()  # every library-internals shim checks its library's release line at start-up

@@ -5,6 +5,7 @@ derived for that peer from the domain values (channels_app.values). Trades are t
 """
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 
 from channels_app.accounting import Book
 from channels_app.formats import no_control_characters
@@ -183,14 +184,19 @@ class MarkPrice(models.Model):
 
 
 class PeerConnection(models.Model):
-    """A live, authenticated WebSocket connection (presence for back office). Removed on disconnect; rows of a
-    crashed process on this host are swept when the next process accepts a connection."""
+    """An authenticated WebSocket connection (presence: the connection limit, back office), held as a lease: its
+    serving process renews ``expires_at`` every heartbeat; it counts only while ``expires_at`` is in the future
+    (``channels_app.selectors.LIVE``). Removed on disconnect; a crashed process's rows expire within a lease
+    wherever it ran, and are deleted later (``presence.sweep_expired``)."""
 
     peer = models.ForeignKey(Peer, on_delete=models.CASCADE, related_name="connections")
     channel_name = models.CharField(max_length=200, unique=True)
-    server = models.CharField(max_length=200, help_text="host:pid of the serving process")
+    server = models.CharField(max_length=200, db_index=True,
+                              help_text="host:pid:nonce of the serving process (the nonce tells a restart apart)")
     client_address = models.CharField(max_length=100, blank=True)
     connected_at = models.DateTimeField(auto_now_add=True)
+    # Written without a lease (the rows that predate leases, included): expired at once.
+    expires_at = models.DateTimeField(db_index=True, db_default=Now(), help_text="end of the lease (database clock)")
 
     class Meta:
         ordering = ["-connected_at"]

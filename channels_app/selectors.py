@@ -7,6 +7,7 @@ from collections import defaultdict
 from decimal import Decimal
 
 from django.db.models import Q
+from django.db.models.functions import Now
 
 from channels_app import valuation
 from channels_app.errors import channel_not_found
@@ -114,5 +115,19 @@ def peer_channels(*, peer: Peer, status: ChannelStatus | None = None) -> list[tu
     ]
 
 
+def live(via: str = "") -> Q:
+    """Presence rows whose lease has not ended, by the database's clock; ``via`` reaches them through a relation
+    (``live("connections__")`` from a peer). Every count of connections goes through this."""
+    return Q(**{f"{via}expires_at__gt": Now()})
+
+
+LIVE = live()
+
+
+def live_connections():
+    """The presence rows that count: ``PeerConnection``s whose lease runs."""
+    return PeerConnection.objects.filter(LIVE)
+
+
 def online_peer_count() -> int:
-    return PeerConnection.objects.values("peer").distinct().count()
+    return live_connections().values("peer").distinct().count()

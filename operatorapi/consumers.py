@@ -21,7 +21,7 @@ from channels_app import selectors
 from channels_app.errors import DomainError
 from channels_app.identity import operator_keys
 from channels_app.services import auth, channels, presence, tokens, trades
-from operatorapi import payloads, schemas, shutdown
+from operatorapi import heartbeat, payloads, schemas, shutdown
 from operatorapi.dbthreads import on_thread_of
 from operatorapi.errors import ErrorCode, ProtocolError, error_frame
 from operatorapi.events import Event
@@ -62,6 +62,7 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
             await self.go_away()
             return
         shutdown.register(self)
+        heartbeat.ensure_running()  # renews this process's presence leases (idempotent)
         await self.send_json({"event": Event.VERSION, "reqid": 0, "data": {"version": settings.API_VERSION}})
         await self.send_json(
             {"event": Event.IDENTITY_ADDRESS, "reqid": 0, "data": {"address": operator_keys().address}}

@@ -18,8 +18,12 @@ VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env.bool("DEBUG", default=False)
+# Development only (scripts/run on the embedded default, the tests): SECRET_KEY, OPERATOR_PRIVATE_KEY and
+# JWT_PRIVATE_KEY, when unset, are generated once into VAR_DIR (0600) and reused. Off (the default), nothing is
+# generated: a missing key is the system check error operatorapi.E001 and the server refuses to start.
+GENERATE_MISSING_KEYS = env.bool("OPERATOR_DEV_KEYS", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="")
-if not SECRET_KEY:
+if not SECRET_KEY and GENERATE_MISSING_KEYS:
     from channels_app.identity import load_or_create_secret_key
 
     SECRET_KEY = load_or_create_secret_key(VAR_DIR)
@@ -168,8 +172,20 @@ CHALLENGE_TTL_SECONDS = env.int("CHALLENGE_TTL_SECONDS", default=300)
 MAX_AUTH_FAILURES = env.int("MAX_AUTH_FAILURES", default=5)
 OPERATOR_ALLOWED_PEERS = env.list("OPERATOR_ALLOWED_PEERS", default=[])
 MAX_FRAME_BYTES = env.int("MAX_FRAME_BYTES", default=65536)
-# record_trades alone (authenticated peers only) may be larger: room for a full batch of 6765 trades.
-MAX_BATCH_FRAME_BYTES = env.int("MAX_BATCH_FRAME_BYTES", default=1048576)
+# record_trades alone (authenticated peers only) may be larger. 4 MiB holds a full batch of 6765 trades with
+# realistic fields (external ids "fill-2026-11-27-binance-ETHUSDT-<uuid4>", amounts "12.345678901234567891", prices
+# with 18 decimals: 1,471,542 bytes of compact JSON) 2.8 times over, and the worst case of the schema's limits in
+# compact ASCII JSON (128-character external ids, 16/16-letter markets, 40-digit decimals, no extra properties:
+# 2,307,020 bytes) 1.8 times. Longer writings of the same batch (escaped or non-ASCII external ids at full length:
+# up to 11.8 MB; zero-padded decimals, whitespace, extra properties) may not fit: such a batch must be split.
+MAX_BATCH_FRAME_BYTES = env.int("MAX_BATCH_FRAME_BYTES", default=4194304)
+# Daphne's own cap on a WebSocket message (and frame; autobahn applies it to replies too), read by
+# operatorapi/serve.py (scripts/run) and by `manage.py runserver`: deliberately above both limits, so a frame between
+# them gets message_too_large and the connection stays; past it Daphne drops the connection unanswered
+# (docs/protocol.md section 1).
+DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = env.int("DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE",
+                                            default=2 * max(MAX_FRAME_BYTES, MAX_BATCH_FRAME_BYTES))
+DAPHNE_WEBSOCKET_MAX_FRAME_SIZE = DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE
 # Requests per second per connection (token bucket); past RATE_LIMIT_CLOSE_AFTER refusals in a row: close 4429.
 RATE_LIMIT_PER_SECOND = env.float("RATE_LIMIT_PER_SECOND", default=500.0)
 RATE_LIMIT_BURST = env.int("RATE_LIMIT_BURST", default=1000)
@@ -177,6 +193,10 @@ RATE_LIMIT_CLOSE_AFTER = env.int("RATE_LIMIT_CLOSE_AFTER", default=100)
 # Abuse limits (docs/protocol.md section 10): live authenticated connections per peer (0 = no limit); seconds a
 # connection may stay unauthenticated; failed authentications per client IP within the lock-out window.
 MAX_CONNECTIONS_PER_PEER = env.int("MAX_CONNECTIONS_PER_PEER", default=32)
+# Presence is a lease (channels_app/services/presence.py): a connection counts for PRESENCE_LEASE_SECONDS after its
+# process last renewed it; each process renews its connections every PRESENCE_HEARTBEAT_SECONDS (keep it well under).
+PRESENCE_LEASE_SECONDS = env.float("PRESENCE_LEASE_SECONDS", default=30.0)
+PRESENCE_HEARTBEAT_SECONDS = env.float("PRESENCE_HEARTBEAT_SECONDS", default=10.0)
 AUTH_TIMEOUT_SECONDS = env.float("AUTH_TIMEOUT_SECONDS", default=30.0)
 AUTH_LOCKOUT_FAILURES = env.int("AUTH_LOCKOUT_FAILURES", default=20)
 AUTH_LOCKOUT_SECONDS = env.int("AUTH_LOCKOUT_SECONDS", default=300)

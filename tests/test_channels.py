@@ -60,6 +60,14 @@ async def test_each_new_channel_of_the_same_ordered_pair_takes_the_next_nonce(co
         ({"peer": {"address": "0x" + "1" * 40, "name": "x" * 65}, "margin_deposit": "10"}, "invalid_message",
          "data.peer.name"),
         ({"peer": {"address": "0x" + "1" * 40}, "margin_deposit": "0"}, "invalid_decimal", "data.margin_deposit"),
+        ({"peer": {"address": "0x" + "1" * 40}, "margin_deposit": "7" * 250}, "invalid_decimal",
+         "data.margin_deposit"),  # more digits than the arithmetic's precision: refused, not an internal error
+        ({"peer": {"address": "0x" + "1" * 40, "name": "Bob\u0000"}, "margin_deposit": "10"}, "invalid_message",
+         "data.peer.name"),  # NUL: PostgreSQL cannot store it; refused alike on both databases
+        ({"peer": {"address": "0x" + "1" * 40, "name": "Bob\r\nX-Injected: 1"}, "margin_deposit": "10"},
+         "invalid_message", "data.peer.name"),
+        ({"peer": {"address": "0x" + "1" * 40, "url": "https://bob.example/\u0000"}, "margin_deposit": "10"},
+         "invalid_message", "data.peer.url"),
         ({"peer": {"address": "0x" + "1" * 40}, "margin_deposit": "-5"}, "invalid_decimal", "data.margin_deposit"),
         ({"peer": {"address": "0x" + "1" * 40}, "margin_deposit": "1e5"}, "invalid_decimal", "data.margin_deposit"),
         ({"peer": {"address": "0x" + "1" * 40}, "margin_deposit": 10}, "invalid_message", "data.margin_deposit"),

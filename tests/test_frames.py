@@ -131,7 +131,7 @@ async def test_an_unexpected_failure_is_internal_error_with_a_reference_and_no_t
     def explode(**kwargs):
         raise RuntimeError("database on fire: secret=hunter2")
 
-    monkeypatch.setattr("channels_app.services.channels.live_positions", explode)
+    monkeypatch.setattr("channels_app.selectors.live_positions", explode)
     error = await alice.error("positions", {"channel_id": channel_id}, code="internal_error")
     reference = error["error"].rsplit(" ", 1)[1]
     assert "hunter2" not in error["error"] and "Traceback" not in error["error"]

@@ -100,6 +100,13 @@ async def test_trailing_zeros_are_not_written_back(pair):
         ("amount", "1e3", "invalid_decimal"),
         ("amount", "1.0000000000000000001", "invalid_decimal"),  # 19 places
         ("amount", "1" * 41, "invalid_decimal"),  # 41 significant digits
+        pytest.param("amount", "1" * 201, "invalid_decimal", id="amount-201-digits"),  # beyond the arithmetic's
+        pytest.param("price", "9" * 60000, "invalid_decimal", id="price-60000-digits"),  # precision, to the frame cap
+        pytest.param("price", "0." + "5" * 500, "invalid_decimal", id="price-500-places"),
+        ("external_id", "fill\u0000-1", "invalid_message"),  # NUL: PostgreSQL cannot store it; refused on both
+        ("external_id", "fill\x1f", "invalid_message"),
+        ("external_id", "fill\x7f", "invalid_message"),
+        ("external_id", "fill\u0085", "invalid_message"),
         ("amount", " 1", "invalid_decimal"),
         ("amount", "NaN", "invalid_decimal"),
         ("amount", 1.5, "invalid_message"),  # a JSON number is not a decimal string
@@ -199,3 +206,13 @@ async def test_a_mark_price_revalues_positions_and_margins_for_both_parties(pair
     await alice.record(channel_id, external_id="2", direction="buy", amount="1", price="95")
     view = (await alice.positions(channel_id))["ETH/USD"]
     assert view["mark_price"] == "90.5" and view["market_value"] == "271.5" and view["pnl"] == "-23.5"
+
+
+async def test_trailing_zeros_do_not_count_toward_the_decimal_limits(pair):
+    """docs/protocol.md section 10: "1.50000000000000000000000" is 1.5 (18 places and 40 digits are counted after
+    trailing zeros after the point are dropped); the value is stored and answered exactly."""
+    alice, bob, channel_id = pair
+    await alice.record(channel_id, external_id="z", amount="1.5" + "0" * 300, price="100.000000000000000000000")
+    position = (await alice.positions(channel_id))["ETH/USD"]
+    assert (position["amount"], position["cost"]) == ("1.5", "150")
+    assert (await Trade.objects.aget()).amount == Decimal("1.5")

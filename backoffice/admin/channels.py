@@ -6,7 +6,7 @@ here.
 """
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, Q
+from django.db.models import BooleanField, Count, ExpressionWrapper, Q
 
 from backoffice.actions import set_mark, set_peer_disabled
 from backoffice.audit import admin_actor
@@ -51,7 +51,7 @@ class PeerAdmin(admin.ModelAdmin):
     actions = ["disable_peers", "enable_peers"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(live=Count("connections"))
+        return super().get_queryset(request).annotate(live=Count("connections", filter=selectors.live("connections__")))
 
     @admin.display(description="online", ordering="live")
     def connections_now(self, peer):
@@ -212,8 +212,34 @@ class MarkPriceAdmin(admin.ModelAdmin):
         obj.pk, obj.price, obj.updated_at = mark.pk, mark.price, mark.updated_at
 
 
+class LeaseFilter(admin.SimpleListFilter):
+    """Live rows count (connection limit, dashboard); expired ones are a crashed process's, deleted soon."""
+
+    title = "lease"
+    parameter_name = "lease"
+
+    def lookups(self, request, model_admin):
+        return [("live", "live"), ("expired", "expired")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "live":
+            return queryset.filter(selectors.LIVE)
+        if self.value() == "expired":
+            return queryset.exclude(selectors.LIVE)
+        return queryset
+
+
 @admin.register(PeerConnection)
 class PeerConnectionAdmin(ReadOnlyAdmin):
-    list_display = ["peer", "client_address", "server", "connected_at"]
+    list_display = ["peer", "client_address", "server", "connected_at", "expires_at", "is_live"]
+    list_filter = [LeaseFilter]
     search_fields = ["peer__address", "peer__name"]
     list_select_related = ["peer"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            live=ExpressionWrapper(selectors.LIVE, output_field=BooleanField()))
+
+    @admin.display(description="live", boolean=True, ordering="live")
+    def is_live(self, connection):
+        return connection.live

@@ -11,6 +11,7 @@ from django.utils import timezone
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
+from channels_app import selectors
 from channels_app.errors import Code, DomainError
 from channels_app.models import Peer, PeerConnection
 from channels_app.services import presence
@@ -122,7 +123,7 @@ def admit_peer(*, address: str, channel_name: str = "", client_address: str = ""
             raise DomainError(Code.PEER_DISABLED, "this peer is disabled")
         limit = settings.MAX_CONNECTIONS_PER_PEER
         if channel_name and limit:  # counted under the peer's row lock: two sign-ins cannot both take the last
-            live = PeerConnection.objects.filter(peer=peer).exclude(channel_name=channel_name).count()
+            live = PeerConnection.objects.filter(selectors.LIVE, peer=peer).exclude(channel_name=channel_name).count()
             if live >= limit:
                 raise DomainError(Code.CONNECTION_LIMIT, f"this peer already has {live} live connections "
                                     f"(limit {limit}); close one first")

@@ -58,7 +58,7 @@ def daphne(env: dict, *extra_args: str, tls: tuple[Path, Path] | None = None):
     else:
         listen, context, health = ["-b", "127.0.0.1", "-p", str(port)], None, f"http://127.0.0.1:{port}/healthz"
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", *listen, *extra_args, "operatorapi.asgi:application"],
+        [sys.executable, "-m", "operatorapi.serve", *listen, *extra_args],  # Daphne, its cap from the settings
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
@@ -97,7 +97,7 @@ class DaphneProcess:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "operatorapi.asgi:application"],
+            [sys.executable, "-m", "operatorapi.serve", "-b", "127.0.0.1", "-p", str(self.port)],
             cwd=REPO, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         self.starts += 1
