@@ -56,6 +56,7 @@ def server_environment(workdir: Path) -> tuple[dict, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BENCH_")}
     env.update(DJANGO_SETTINGS_MODULE="operatorapi.settings", VAR_DIR=str(workdir / "var"), BENCH_ECHO="1",
                PYTHONUNBUFFERED="1")
+    env.setdefault("OPERATOR_DEV_KEYS", "true")  # a throwaway operator in the bench's own VAR_DIR
     url = os.environ.get("DATABASE_URL", "")
     if url.startswith(("postgres://", "postgresql://")):
         import psycopg

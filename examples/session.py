@@ -3,7 +3,8 @@
     .venv/bin/python examples/session.py [ws://127.0.0.1:8000/]
 
 Two fresh Ethereum keys play Alice (initiator) and Bob (responder): connect, authenticate, subscribe, open a
-channel, record trades, read positions from both sides, get a channel JWT, settle with the mock method.
+channel, record trades, read positions from both sides, get a channel JWT, settle with the mock method, close the
+channel. Exits 0 when every step went through; otherwise prints what went wrong and exits 1.
 """
 import asyncio
 import itertools
@@ -14,8 +15,14 @@ import time
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from websockets.asyncio.client import connect
+from websockets.exceptions import WebSocketException
 
 NOTIFICATIONS = {"stream_notification", "position_notification", "settlement_notification"}
+TIMEOUT = 10  # seconds to wait for the server's next frame
+
+
+class SessionError(Exception):
+    """A step went wrong: the server answered an error, or a frame we wait for did not come."""
 
 
 class Broker:
@@ -24,6 +31,7 @@ class Broker:
         self.account = Account.create()
         self.reqids = itertools.count(1)
         self.notes: list[dict] = []
+        self.step = "connect"  # what we are doing, for error messages
 
     async def __aenter__(self):
         self.ws = await connect(self.url)
@@ -38,9 +46,17 @@ class Broker:
         await self.ws.close()
 
     async def recv(self) -> dict:
-        async with asyncio.timeout(10):
-            frame = json.loads(await self.ws.recv())
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                frame = json.loads(await self.ws.recv())
+        except TimeoutError:
+            raise SessionError(f"{self.name}: {self.step}: nothing from the server for {TIMEOUT} s") from None
         print(f"  {self.name} <- {json.dumps(frame)}")
+        if frame["event"] == "error":  # this session sends nothing wrong: any error ends it
+            data = frame["data"]
+            raise SessionError(f"{self.name}: {self.step} refused: {data['error']} ({data['code']})")
+        if frame["event"] == "settlement_notification" and frame["data"]["state"] in ("failed", "rejected"):
+            raise SessionError(f"{self.name}: {self.step}: the settlement was {frame['data']['state']}")
         return frame
 
     async def send(self, event, data=None, reqid=None) -> int:
@@ -48,6 +64,7 @@ class Broker:
         if data is not None:
             frame["data"] = data
         print(f"  {self.name} -> {json.dumps(frame)}")
+        self.step = event
         await self.ws.send(json.dumps(frame))
         return frame["reqid"]
 
@@ -58,11 +75,10 @@ class Broker:
             if frame["event"] in NOTIFICATIONS:
                 self.notes.append(frame)
             elif frame["reqid"] == reqid:
-                if frame["event"] == "error":
-                    raise RuntimeError(f"{event} refused: {frame['data']}")
                 return frame
 
     async def wait_for(self, event, **match) -> dict:
+        self.step = " ".join(["waiting for", event, *map(str, match.values())])
         while True:
             for i, frame in enumerate(self.notes):
                 if frame["event"] == event and all(frame["data"].get(k) == v for k, v in match.items()):
@@ -97,10 +113,22 @@ async def main(url: str) -> None:
         print("\n# Settle ETH/USD with the mock method: it runs through every state by itself")
         await alice.request("request_settlement", {"channel_id": channel_id, "payment_method": "mock",
                                                    "chain_id": 1, "markets": ["ETH/USD"]})
-        done = await bob.wait_for("settlement_notification", state="completed")
-        await bob.wait_for("stream_notification", action="channelSettled")
+        for broker in (alice, bob):
+            done = await broker.wait_for("settlement_notification", state="completed")
+            await broker.wait_for("stream_notification", action="channelSettled")
         print(f"\nsettled: {json.dumps(done['data']['ledger'])}")
+
+        print("\n# Close the channel: every position is settled, the margins are released")
+        await alice.request("close_channel", {"channel_id": channel_id})
+        for broker in (alice, bob):
+            closed = await broker.wait_for("stream_notification", action="channelClosed")
+        print(f"\nclosed: initiator {closed['data']['initiator_margin_balance']}, "
+              f"responder {closed['data']['follower_margin_balance']}")
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "ws://127.0.0.1:8000/"))
+    url = sys.argv[1] if len(sys.argv) > 1 else "ws://127.0.0.1:8000/"
+    try:
+        asyncio.run(main(url))
+    except (SessionError, WebSocketException, OSError) as exc:
+        sys.exit(f"session with {url} failed: {exc}")

@@ -3,11 +3,11 @@
 Daphne (autobahn) has its own cap on a WebSocket message (1 MiB by default since daphne 4.2.2); past it, it drops
 the TCP connection before the application sees the frame, so ``message_too_large`` never fires. The cap is set here
 to ``settings.DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE`` / ``DAPHNE_WEBSOCKET_MAX_FRAME_SIZE`` (the settings Daphne's
-own ``runserver`` reads), which lie above ``MAX_FRAME_BYTES`` and ``MAX_BATCH_FRAME_BYTES``: a
-frame between the application's limit and Daphne's cap gets ``message_too_large`` and the connection stays
-(docs/protocol.md section 1).
+own ``runserver`` reads), which lie above ``MAX_FRAME_BYTES`` and ``MAX_BATCH_FRAME_BYTES``: a frame between the
+application's limit and Daphne's cap gets ``message_too_large`` and the connection stays (docs/protocol.md
+section 1). Past the cap Daphne drops the connection without a close frame (the client sees 1006).
 
-    python -m operatorapi.serve -b 127.0.0.1 -p 8000        # any other Daphne option too (-e ssl:..., --proxy-headers)
+    python -m operatorapi.serve -b 127.0.0.1 -p 8000    # any other Daphne option too (-e ssl:..., --proxy-headers)
 
 runs Daphne's own command line in this process (same pid, same signals) on ``operatorapi.asgi:application``.
 ``daphne_command`` gives the equivalent ``python -m daphne`` argv for whoever starts Daphne another way.

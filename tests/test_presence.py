@@ -5,7 +5,9 @@ A real process SIGKILLed: tests/e2e/test_presence_crash.py."""
 import asyncio
 import itertools
 import logging
+import os
 import re
+import socket
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -116,7 +118,8 @@ def test_renew_extends_only_its_own_process_rows_in_one_update_and_sweeps_long_e
     now = timezone.now()
     for name, server, ends in [("mine-1", presence.SERVER, -5), ("mine-2", presence.SERVER, 5),
                                ("other-live", "other-host:1:x", 5), ("other-recent", "other-host:2:x", -5),
-                               ("other-old", "other-host:3:x", -31)]:
+                               ("other-old", "other-host:3:x", -31),
+                               ("my-predecessor", f"{socket.gethostname()}:{os.getpid()}", -5)]:  # same host, PID
         PeerConnection.objects.create(peer=peer, channel_name=name, server=server,
                                       expires_at=now + timedelta(seconds=ends))
     monkeypatch.setattr(presence, "_last_sweep", float("inf"))  # no sweep due: the renewal alone
@@ -126,6 +129,7 @@ def test_renew_extends_only_its_own_process_rows_in_one_update_and_sweeps_long_e
     ends = dict(PeerConnection.objects.values_list("channel_name", "expires_at"))
     assert all(ends[name] > now + timedelta(seconds=29) for name in ("mine-1", "mine-2"))
     assert ends["other-live"] < now + timedelta(seconds=6)
+    assert ends["my-predecessor"] < now  # a crashed process that had this PID: not renewed by this one
     assert sorted(selectors.live_connections().values_list("channel_name", flat=True)) == [
         "mine-1", "mine-2", "other-live"]
 

@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 
-from channels_app import checks as key_checks
 from channels_app.identity import operator_keys
 from tests.e2e.servers import REPO, daphne, free_port
 
@@ -119,6 +118,8 @@ def test_check_deploy_with_the_three_keys_given_is_clean(tmp_path):
 
 
 def test_given_keys_that_do_not_parse_are_named_without_being_quoted(settings):
+    from channels_app import checks as key_checks
+
     settings.OPERATOR_PRIVATE_KEY = "0x" + "zz" * 32
     settings.JWT_PRIVATE_KEY = p256_pem().replace("BEGIN PRIVATE KEY", "BEGIN NOTHING")
     found = {e.id: str(e) for e in key_checks.check_operator_keys()}
@@ -137,6 +138,8 @@ def test_given_keys_that_do_not_parse_are_named_without_being_quoted(settings):
 
 
 def test_without_the_switch_operator_keys_raises_instead_of_generating(settings, tmp_path):
+    from channels_app import checks as key_checks
+
     settings.VAR_DIR, settings.GENERATE_MISSING_KEYS = tmp_path, False
     settings.OPERATOR_PRIVATE_KEY = settings.JWT_PRIVATE_KEY = ""
     operator_keys.cache_clear()

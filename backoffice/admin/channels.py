@@ -84,11 +84,8 @@ def side_view(position: Position, role: str) -> str:
             f"pnl {fmt(side.pnl)} · realized {fmt(side.realized_pnl)}")
 
 
-class PositionInline(ReadOnlyInline):
-    model = Position
-    fields = ["market", "status", "initiator_side", "responder_side", "settle_price", "updated_at"]
-    readonly_fields = fields
-    ordering = ["-id"]
+class BothSides:
+    """Columns with a position as each party sees it."""
 
     @admin.display(description="initiator's side")
     def initiator_side(self, position):
@@ -97,6 +94,13 @@ class PositionInline(ReadOnlyInline):
     @admin.display(description="responder's side")
     def responder_side(self, position):
         return side_view(position, RESPONDER)
+
+
+class PositionInline(BothSides, ReadOnlyInline):
+    model = Position
+    fields = ["market", "status", "initiator_side", "responder_side", "settle_price", "updated_at"]
+    readonly_fields = fields
+    ordering = ["-id"]
 
 
 class TradeInline(ReadOnlyInline):
@@ -154,20 +158,12 @@ class TradeAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Position)
-class PositionAdmin(ReadOnlyAdmin):
+class PositionAdmin(BothSides, ReadOnlyAdmin):
     list_display = ["id", "channel", "market", "status", "initiator_side", "responder_side", "updated_at"]
     list_filter = ["status", "market"]
     search_fields = ["channel__channel_id", "market"]
     list_select_related = ["channel"]
     readonly_fields = ["initiator_side", "responder_side"]
-
-    @admin.display(description="initiator's side")
-    def initiator_side(self, position):
-        return side_view(position, INITIATOR)
-
-    @admin.display(description="responder's side")
-    def responder_side(self, position):
-        return side_view(position, RESPONDER)
 
 
 class MarkPriceForm(forms.ModelForm):

@@ -53,7 +53,7 @@ def test_the_example_session_runs_every_step_through_close(daphne_server):
         assert states == ["proposed", "accepted", "initiated", "prepared", "executed", "completed"], states  # 8.
         assert "channelSettled" in actions
         assert actions[-1] == "channelClosed", actions  # 9.: both parties hear it, last
-        closed = [f for f in received[who] if f["data"].get("action") == "channelClosed"][0]
+        closed = [f for f in received[who] if f["event"] == "stream_notification"][-1]
         assert closed["data"]["channel_status"] == "closed"
 
     replies = {f["event"]: f for who in ("alice", "bob") for f in received[who]

@@ -10,6 +10,7 @@ import random
 import uuid
 
 import pytest
+from channels.db import database_sync_to_async
 from django.conf import settings
 from websockets.exceptions import ConnectionClosed
 
@@ -46,6 +47,11 @@ def realistic_trades(count: int) -> list[dict]:
     } for i in range(count)]
 
 
+@database_sync_to_async  # gives the connection back, so the test database can be dropped at the end
+def trades_stored(channel_id: str) -> int:
+    return Trade.objects.filter(channel__channel_id=channel_id).count()
+
+
 async def error_of(client: NetworkClient, reqid: int) -> dict:
     frame = await client.recv(timeout=10)
     assert frame["event"] == "error" and frame["reqid"] == reqid, frame
@@ -77,7 +83,7 @@ async def test_the_largest_batch_with_realistic_fields_is_booked(brokers):
     reply = await alice.reply(77, timeout=BATCH_TIMEOUT)
     assert reply["event"] == "record_trades", reply
     assert reply["data"]["external_ids"] == [t["external_id"] for t in trades]
-    assert await Trade.objects.filter(channel__channel_id=channel_id).acount() == MAX_BATCH_TRADES
+    assert await trades_stored(channel_id) == MAX_BATCH_TRADES
     assert (await alice.positions(channel_id))["ETH/USDT"]["amount"] == "12.345678901234567891"  # 3383 buys, 3382 sells
 
 
@@ -90,7 +96,7 @@ async def test_a_batch_just_over_the_batch_limit_is_message_too_large_and_the_co
 
     await alice.send_raw(text=padded("record_trades", 6, data, settings.MAX_BATCH_FRAME_BYTES))  # at the limit
     assert len((await alice.reply(6, timeout=BATCH_TIMEOUT))["data"]["external_ids"]) == 2
-    assert await Trade.objects.filter(channel__channel_id=channel_id).acount() == 2
+    assert await trades_stored(channel_id) == 2
 
 
 async def test_other_frames_over_the_frame_limit_are_message_too_large_under_and_over_1_mib(brokers, daphne_server):

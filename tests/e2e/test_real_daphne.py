@@ -1,14 +1,11 @@
 """End to end: a real Daphne process, real sockets, the ``websockets`` client; every frame checked against the spec."""
 import json
-import subprocess
-import sys
 import urllib.request
 
 import jwt
 import pytest
 
 from tests.client import NetworkClient, trade
-from tests.e2e.servers import REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -72,14 +69,6 @@ async def test_a_broker_pair_session_over_a_real_daphne(daphne_server):
     finally:
         await alice.close()
         await bob.close()
-
-
-def test_the_readme_example_session_runs_against_a_real_daphne(daphne_server):
-    host, port = daphne_server
-    result = subprocess.run([sys.executable, "examples/session.py", f"ws://{host}:{port}/"], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert 'settled: [{"asset": "USD", "initiator_owes": "0", "responder_owes": "20"}]' in result.stdout
 
 
 async def test_hostile_frames_do_not_hurt_a_real_server(daphne_server):
