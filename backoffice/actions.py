@@ -15,14 +15,14 @@ from channels_app.services.recompute import Drift, recompute_positions
 from settlement import services as settlement_services
 from settlement.models import TERMINAL_STATES, Settlement, SettlementState
 
-# Back-office settlement actions that are plain transitions; "retry" proposes anew instead, and "resume" drives an
-# interrupted payment on from the state it reached.
+# Back-office settlement actions that are plain transitions; "retry" proposes anew instead. The payment itself is the
+# worker's (settlement/worker.py): accepting records the intent, and a payment under way resumes by itself.
 SETTLEMENT_TRANSITION_ACTIONS = {
     "accept": SettlementState.ACCEPTED,
     "reject": SettlementState.REJECTED,
     "fail": SettlementState.FAILED,
 }
-SETTLEMENT_ACTIONS = (*SETTLEMENT_TRANSITION_ACTIONS, "retry", "resume")
+SETTLEMENT_ACTIONS = (*SETTLEMENT_TRANSITION_ACTIONS, "retry")
 
 
 def allowed_settlement_actions(settlement: Settlement) -> list[str]:
@@ -33,8 +33,6 @@ def allowed_settlement_actions(settlement: Settlement) -> list[str]:
         state__in=[s.value for s in TERMINAL_STATES]
     ).exists():
         allowed.append("retry")
-    if settlement.state in settlement_services.PAYMENT_IN_FLIGHT:
-        allowed.append("resume")
     return allowed
 
 
@@ -63,23 +61,19 @@ def set_mark(*, actor: str, market: str, price: Decimal, user=None, source: str 
 
 
 def act_on_settlement(*, actor: str, settlement_pk: int, action: str, note: str = "", user=None) -> Settlement:
-    """accept / reject / fail / retry / resume. An accepted settlement then runs through its payment method."""
+    """accept / reject / fail / retry, audited. An accepted settlement is then paid by the payment worker."""
     if action not in SETTLEMENT_ACTIONS:
         raise ValueError(f"unknown settlement action {action!r}")
     with transaction.atomic():
         before = Settlement.objects.get(pk=settlement_pk).state
         if action == "retry":
             settlement = settlement_services.retry(settlement_pk=settlement_pk, actor=actor)
-        elif action == "resume":
-            settlement = settlement_services.resumable(settlement_pk=settlement_pk)
         else:
             settlement = settlement_services.transition(
                 settlement_pk=settlement_pk, target=SETTLEMENT_TRANSITION_ACTIONS[action], actor=actor, note=note)
         record(actor=actor, user=user, action=f"{action}_settlement", obj=settlement,
                before={"settlement": settlement_pk, "state": before},
                after={"settlement": settlement.pk, "state": settlement.state})
-    if action in ("accept", "resume"):  # run_payment skips the steps already done
-        return settlement_services.run_payment(settlement_pk=settlement.pk)
     if action == "retry":
         return settlement_services.apply_accept_policy(settlement_pk=settlement.pk)
     return settlement
@@ -89,8 +83,8 @@ def propose_settlement(*, actor: str, channel_id: str, markets: list[str], metho
                        user=None) -> Settlement:
     """The operator settles a channel's markets (the ``settle`` command); then the acceptance policy applies."""
     with transaction.atomic():
-        settlement = settlement_services.propose_settlement(channel_id=channel_id, payment_method=method, chain_id=chain_id,
-                                               markets=markets, actor=actor)
+        settlement = settlement_services.propose_settlement(
+            channel_id=channel_id, payment_method=method, chain_id=chain_id, markets=markets, actor=actor)
         record(actor=actor, user=user, action="propose_settlement", obj=settlement, before=None,
                after={"markets": settlement.markets, "ledger": settlement.ledger, "method": method})
     return settlement_services.apply_accept_policy(settlement_pk=settlement.pk)

@@ -21,10 +21,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from operatorapi.routing import websocket_urlpatterns  # noqa: E402
 from operatorapi.security import origin_validator  # noqa: E402
 from operatorapi.shutdown import ShutdownMiddleware  # noqa: E402
+from operatorapi.worker import WorkerMiddleware  # noqa: E402
 
-application = ShutdownMiddleware(ProtocolTypeRouter(
+application = ShutdownMiddleware(WorkerMiddleware(ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": origin_validator(URLRouter(websocket_urlpatterns)),
     }
-))
+)))

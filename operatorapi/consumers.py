@@ -299,10 +299,10 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
             markets=list(data.markets),
         )
         await self.reply(reqid, Event.REQUEST_SETTLEMENT)
-        try:  # the proposal is committed and answered; acceptance and payment follow as notifications
+        try:  # the proposal is committed and answered; acceptance follows, then the payment worker's steps
             await on_thread_of(data.channel_id, settlement_services.apply_accept_policy)(settlement_pk=settlement.pk)
         except Exception:
-            logger.exception("settlement %s: policy/payment run failed; left in its state for back office",
+            logger.exception("settlement %s: the acceptance policy failed; left proposed for back office",
                              settlement.pk)
         return NO_REPLY
 

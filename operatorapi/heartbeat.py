@@ -10,25 +10,19 @@ process; tests (one loop per test) get a task each, cancelled with their loop wh
 """
 import asyncio
 import logging
-import weakref
 
 from django.conf import settings
 
 from channels_app.services import presence
+from operatorapi import background
 from operatorapi.dbthreads import on_thread_of
 
 logger = logging.getLogger(__name__)
 
-_tasks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = weakref.WeakKeyDictionary()
-
 
 def ensure_running() -> asyncio.Task:
     """Start the heartbeat on the running loop unless it runs already; the task."""
-    loop = asyncio.get_running_loop()
-    task = _tasks.get(loop)
-    if task is None or task.done():
-        task = _tasks[loop] = loop.create_task(_beat(), name="presence-heartbeat")
-    return task
+    return background.ensure("presence-heartbeat", _beat)
 
 
 async def _beat() -> None:

@@ -51,7 +51,7 @@ def channel_payload(channel: ChannelView, role: str) -> dict:
 
 
 def settlement_payload(settlement: SettlementView, role: str) -> dict:
-    return {
+    payload = {
         "channel_id": settlement.channel_id,
         "settlement_id": settlement.id,
         "state": settlement.state,
@@ -65,6 +65,17 @@ def settlement_payload(settlement: SettlementView, role: str) -> dict:
         ],
         "my_role": role,
     }
+    if settlement.escrow is not None:
+        payload["escrow"] = escrow_payload(settlement.escrow)
+    return payload
+
+
+ESCROW_FIELDS = ("chain_id", "contract", "escrow_id", "deadline", "legs", "transactions")
+
+
+def escrow_payload(escrow: dict) -> dict:
+    """The escrow object of docs/escrow.md section 4 (what is stored is already in that shape)."""
+    return {key: escrow[key] for key in ESCROW_FIELDS if key in escrow}
 
 
 def settlement_history_payload(settlement: SettlementView, role: str) -> dict:

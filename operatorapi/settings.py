@@ -204,10 +204,26 @@ AUTH_LOCKOUT_SECONDS = env.int("AUTH_LOCKOUT_SECONDS", default=300)
 SHUTDOWN_GRACE_SECONDS = env.float("SHUTDOWN_GRACE_SECONDS", default=10.0)
 CHANNEL_APP_DEFINITION = env.str("CHANNEL_APP_DEFINITION", default="0x" + "0" * 40)
 CHANNEL_CHALLENGE_DURATION = env.int("CHANNEL_CHALLENGE_DURATION", default=86400)
-# Settlement: the counterparty's acceptance policy ("auto" accepts at once, "manual" waits for back office),
-# and the escrow chain client (dotted path); escrow answers payment_method_unavailable until one is configured.
+# Settlement: the counterparty's acceptance policy ("auto" accepts at once, "manual" waits for back office).
 SETTLEMENT_ACCEPT_POLICY = env.str("SETTLEMENT_ACCEPT_POLICY", default="auto")
-ESCROW_CHAIN_CLIENT = env.str("ESCROW_CHAIN_CLIENT", default="")
+# Payment methods and their backends (settlement/payments/).
+PAYMENT_BACKENDS = {"mock": "settlement.payments.mock.MockBackend", "escrow": "settlement.payments.escrow.EscrowBackend"}
+# The payment worker (settlement/worker.py): how often it looks for due settlements, and how long its lease lasts
+# (a standby takes over that long after the holder died). Every server process runs one as a standby (the embedded
+# default settles by itself); `manage.py settlement_worker` runs one on its own.
+SETTLEMENT_WORKER_POLL_SECONDS = env.float("SETTLEMENT_WORKER_POLL_SECONDS", default=0.25)
+SETTLEMENT_WORKER_LEASE_SECONDS = env.float("SETTLEMENT_WORKER_LEASE_SECONDS", default=10.0)
+SETTLEMENT_WORKER_IN_PROCESS = env.bool("SETTLEMENT_WORKER_IN_PROCESS", default=True)
+# Escrow on an EVM chain (docs/escrow.md section 6): unset ESCROW_RPC_URL = escrow unavailable.
+ESCROW_RPC_URL = env.str("ESCROW_RPC_URL", default="")
+ESCROW_CONTRACT = env.str("ESCROW_CONTRACT", default="")
+ESCROW_TOKENS = env.str("ESCROW_TOKENS", default="")  # USD=0x…,USDT=0x…
+ESCROW_CONFIRMATIONS = env.int("ESCROW_CONFIRMATIONS", default=2)
+ESCROW_FUNDING_SECONDS = env.int("ESCROW_FUNDING_SECONDS", default=3600)
+ESCROW_RPC_TIMEOUT_SECONDS = env.float("ESCROW_RPC_TIMEOUT_SECONDS", default=10.0)
+ESCROW_EXPLORER_URL = env.str("ESCROW_EXPLORER_URL", default="")  # e.g. https://etherscan.io (links in back office)
+# Test hook only (settlement/failpoints.py): named places where the payment worker exits at once. Empty in production.
+FAILPOINTS = env.list("FAILPOINTS", default=[])
 # bench/: serve the bare echo consumer at /bench/echo as the benchmark's baseline.
 BENCH_ECHO = env.bool("BENCH_ECHO", default=False)
 

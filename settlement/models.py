@@ -37,12 +37,22 @@ class Settlement(models.Model):
     positions = models.ManyToManyField(Position, related_name="settlements", blank=True)
     state = models.CharField(max_length=16, choices=SettlementState.choices, default=SettlementState.PROPOSED)
     payment_reference = models.CharField(max_length=200, blank=True, help_text="From the payment method")
+    escrow = models.JSONField(
+        null=True, blank=True, help_text="The escrow as brokers see it (docs/escrow.md section 4): contract, id, "
+        "deadline, legs with their funded flags, transactions; recorded before the worker waits on the chain")
+    payment_state = models.JSONField(
+        default=dict, blank=True, help_text="The payment worker's own bookkeeping (a transaction signed and recorded "
+        "before it was sent, so a restarted worker finds it again); never shown to brokers")
+    last_error = models.TextField(blank=True, help_text="The payment worker's latest error while retrying; empty once "
+                                  "a step succeeds")
+    attempts = models.PositiveIntegerField(default=0, help_text="Failed attempts of the current step (backoff)")
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="The worker retries the step from then")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at"]
-        permissions = [("act_on_settlement", "Can accept, reject, fail, retry or resume a settlement")]
+        permissions = [("act_on_settlement", "Can accept, reject, fail or retry a settlement")]
         constraints = [
             models.UniqueConstraint(
                 fields=["channel"],
@@ -72,3 +82,32 @@ class SettlementTransition(models.Model):
 
     def __str__(self):
         return f"{self.from_state or '∅'} → {self.to_state} by {self.actor}"
+
+
+class SettlementLogEntry(models.Model):
+    """What the payment worker met while driving a settlement: each distinct error once, and what it adopted."""
+
+    settlement = models.ForeignKey(Settlement, on_delete=models.CASCADE, related_name="log")
+    state = models.CharField(max_length=16, help_text="The settlement's state when it happened")
+    message = models.TextField()
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        verbose_name_plural = "settlement log entries"
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.state}: {self.message[:80]}"
+
+
+class WorkerLease(models.Model):
+    """Who may send payment transactions now: one holder at a time (the operator key has one nonce sequence).
+
+    A worker holds the lease while it renews it; a standby takes it over once it expires (its holder died)."""
+
+    name = models.CharField(max_length=64, unique=True)
+    holder = models.CharField(max_length=200)
+    expires_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.name}: {self.holder} until {self.expires_at:%H:%M:%S}"

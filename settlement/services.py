@@ -20,7 +20,7 @@ from channels_app.statemachine import InvalidTransition, check_transition, move
 from channels_app.valuation import position_mark
 from settlement.ledger import build_ledger
 from settlement.models import Settlement, SettlementState, SettlementTransition
-from settlement.payments.base import PaymentError, get_backend
+from settlement.payments.base import get_backend
 from settlement.values import notify_settlement
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ S = SettlementState
 
 SETTLEMENT_TRANSITIONS = {
     S.PROPOSED: frozenset({S.ACCEPTED, S.REJECTED}),
-    S.ACCEPTED: frozenset({S.INITIATED}),
+    S.ACCEPTED: frozenset({S.INITIATED, S.FAILED}),  # failed: the escrow contract refuses to open it
     S.INITIATED: frozenset({S.PREPARED, S.FAILED}),
     S.PREPARED: frozenset({S.EXECUTED, S.FAILED}),
     S.EXECUTED: frozenset({S.COMPLETED, S.FAILED}),
@@ -72,7 +72,7 @@ def _propose(channel: Channel, *, payment_method: str, chain_id: int, markets: l
     if channel.status != ChannelStatus.OPENED:
         raise DomainError(Code.INVALID_CHANNEL_STATE, f"channel is {channel.status}; only an opened "
                           "channel can be settled")
-    backend.check_available(chain_id=chain_id)
+    backend.check_available(chain_id=chain_id, markets=list(markets))
 
     positions = list(channel.positions.filter(status__in=(PositionStatus.OPEN, PositionStatus.CLOSED)))
     open_by_market = {p.market: p for p in positions if p.status == PositionStatus.OPEN}
@@ -205,53 +205,61 @@ def _unfreeze(settlement: Settlement) -> None:
     notify_channel(channel, StreamAction.MARGIN_UPDATED, selectors.margins(channel, live_positions=live, marks=marks))
 
 
-# --- driving a settlement --------------------------------------------------------------------------------------
-PAYMENT_STEPS = (
-    (S.INITIATED, "initiate"),
-    (S.PREPARED, "prepare"),
-    (S.EXECUTED, "execute"),
-    (S.COMPLETED, "confirm"),
-)
-# States a payment passes through: a settlement left in one (its process stopped between two steps) can be resumed.
-PAYMENT_IN_FLIGHT = frozenset({S.ACCEPTED, *(target for target, _ in PAYMENT_STEPS[:-1])})
+# --- the payment: recorded here, driven by the payment worker (settlement/worker.py) --------------------------
+PAYMENT_STATES = frozenset({S.ACCEPTED, S.INITIATED, S.PREPARED, S.EXECUTED})
 
 
 def apply_accept_policy(*, settlement_pk: int) -> Settlement:
-    """The counterparty's acceptance: given at once by the ``auto`` policy, else left to back office."""
+    """The counterparty's acceptance: given at once by the ``auto`` policy, else left to back office. Acceptance
+    only records the intent: the payment worker takes an accepted settlement from there."""
     if settings.SETTLEMENT_ACCEPT_POLICY != "auto":
         return Settlement.objects.get(pk=settlement_pk)
-    transition(settlement_pk=settlement_pk, target=S.ACCEPTED, actor=OPERATOR_ACTOR,
-               note="accepted by the operator's policy")
-    return run_payment(settlement_pk=settlement_pk)
+    return transition(settlement_pk=settlement_pk, target=S.ACCEPTED, actor=OPERATOR_ACTOR,
+                      note="accepted by the operator's policy")
 
 
-def resumable(*, settlement_pk: int) -> Settlement:
-    """The settlement, locked, if its payment is under way: left between two steps by a process that stopped."""
-    settlement = Settlement.objects.select_for_update().get(pk=settlement_pk)
-    if settlement.state not in PAYMENT_IN_FLIGHT:
-        raise DomainError(Code.INVALID_SETTLEMENT_STATE,
-                          f"settlement is {settlement.state}; only a payment under way can be resumed")
-    return settlement
+def advance(*, settlement_pk: int, expected: SettlementState, target: SettlementState, note: str = "") -> bool:
+    """The worker's move: ``expected`` -> ``target`` if the settlement is still ``expected`` (a clerk may have
+    failed it meanwhile); False if it was not. Clears the worker's retry bookkeeping."""
+    with transaction.atomic():
+        settlement = Settlement.objects.select_for_update().select_related(
+            "channel", "channel__initiator", "channel__responder").get(pk=settlement_pk)
+        if settlement.state != expected:
+            return False
+        settlement.last_error, settlement.attempts, settlement.next_attempt_at = "", 0, None
+        settlement.save(update_fields=["last_error", "attempts", "next_attempt_at"])
+        _apply(settlement, target, actor=OPERATOR_ACTOR, note=note)
+    return True
 
 
-def run_payment(*, settlement_pk: int) -> Settlement:
-    """Take an accepted settlement through its payment method, one state per transaction; a failure fails it."""
-    settlement = Settlement.objects.get(pk=settlement_pk)
-    backend = get_backend(settlement.payment_method)
-    for target, step in PAYMENT_STEPS:
-        with transaction.atomic():
-            settlement = Settlement.objects.select_for_update().select_related(
-                "channel", "channel__initiator", "channel__responder"
-            ).get(pk=settlement_pk)
-            if target not in SETTLEMENT_TRANSITIONS.get(settlement.state, ()):
-                continue  # already past this step (resumed) or taken elsewhere
-            try:
-                result = getattr(backend, step)(settlement)
-            except PaymentError as exc:
-                logger.warning("settlement %s failed at %s: %s", settlement.pk, step, exc)
-                _apply(settlement, S.FAILED, actor=OPERATOR_ACTOR, note=f"{step}: {exc}")
-                return settlement
-            if step == "initiate":
-                settlement.payment_reference = result or ""
-            _apply(settlement, target, actor=OPERATOR_ACTOR)
-    return settlement
+def record_payment_progress(*, settlement_pk: int, escrow: dict | None = None, payment_state: dict | None = None,
+                            transaction_seen: dict | None = None, funded: list[bool] | None = None,
+                            announce: bool = True) -> None:
+    """What a payment step established, committed at once (before the step waits on anything outside).
+
+    ``escrow`` replaces the escrow object; ``transaction_seen`` (``{"step", "hash", ["from"]}``) is added to its
+    transactions once; ``funded`` sets the legs' funded flags. Brokers hear of a change they can see (the escrow
+    object) with a settlement_notification in the same state, unless ``announce`` is False.
+    """
+    with transaction.atomic():
+        settlement = Settlement.objects.select_for_update().select_related(
+            "channel", "channel__initiator", "channel__responder").get(pk=settlement_pk)
+        before = settlement.escrow
+        current = dict(escrow) if escrow is not None else (dict(before) if before is not None else None)
+        if current is not None and transaction_seen is not None:
+            seen = current.setdefault("transactions", [])
+            if not any(t["hash"] == transaction_seen["hash"] for t in seen):
+                current["transactions"] = [*seen, transaction_seen]
+        if current is not None and funded is not None:
+            current["legs"] = [{**leg, "funded": bool(flag)} for leg, flag in zip(current["legs"], funded)]
+        fields = []
+        if current != before:
+            settlement.escrow = current
+            fields.append("escrow")
+        if payment_state is not None:
+            settlement.payment_state = payment_state
+            fields.append("payment_state")
+        if fields:
+            settlement.save(update_fields=[*fields, "updated_at"])
+        if "escrow" in fields and announce and settlement.state not in (S.PROPOSED, S.ACCEPTED):
+            notify_settlement(settlement)

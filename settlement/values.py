@@ -25,6 +25,7 @@ class SettlementView:
     ledger: tuple[LedgerLine, ...]
     created_at: datetime
     history: tuple[tuple[str, datetime], ...] = ()  # (state, when), oldest first; filled by the selectors
+    escrow: dict | None = None  # the escrow object brokers see (docs/escrow.md section 4), from ``initiated`` on
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ def settlement_view(settlement, *, with_history: bool = False) -> SettlementView
         ledger=tuple(LedgerLine(**line) for line in settlement.ledger),
         created_at=settlement.created_at,
         history=tuple((t.to_state, t.at) for t in settlement.transitions.all()) if with_history else (),
+        escrow=settlement.escrow,
     )
 
 

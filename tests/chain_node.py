@@ -15,7 +15,8 @@ from eth_account import Account
 from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
 
-from settlement.chain.artifacts import NAMES, abi, bytecode
+from settlement.chain import reverts as revert_data
+from settlement.chain.artifacts import abi, bytecode
 from settlement.chain.deploy import contract
 from settlement.chain.devchain import DEV_KEYS, OPERATOR_KEY, deploy_dev_chain, start_anvil, stop_anvil
 
@@ -30,24 +31,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def custom_errors() -> dict[str, str]:
-    """Every custom error of the compiled contracts (OpenZeppelin's included): 0x selector -> name."""
-    found = {}
-    for name in NAMES:
-        for entry in abi(name):
-            if entry["type"] == "error":
-                signature = f"{entry['name']}({','.join(i['type'] for i in entry['inputs'])})"
-                found[Web3.keccak(text=signature)[:4].to_0x_hex()] = entry["name"]
-    return found
-
-
-ERRORS = custom_errors()
-
-
-def error_name(data) -> str:
-    """The custom error's name of revert data (hex string or bytes)."""
-    data = data if isinstance(data, str) else "0x" + bytes(data).hex()
-    return ERRORS.get(data[:10].lower(), f"unknown error {data[:10]}")
+def error_name(revert) -> str:
+    """The custom error's name of a revert (an exception, or its data as hex or bytes): ``BadLegCount``."""
+    described = revert_data.describe(revert) if isinstance(revert, Exception) else revert_data.decode_error(revert)
+    return (described or "unknown error").split("(", 1)[0]
 
 
 @contextlib.contextmanager
@@ -56,7 +43,7 @@ def reverts(name: str):
     try:
         yield
     except ContractCustomError as exc:
-        assert error_name(exc.data) == name, f"reverted with {error_name(exc.data)}, not {name}"
+        assert error_name(exc) == name, f"reverted with {revert_data.describe(exc)}, not {name}"
     except ContractLogicError as exc:  # a revert string or a panic
         raise AssertionError(f"reverted with {exc}, not {name}") from None
     else:
@@ -72,6 +59,7 @@ class Chain:
     reentrant_token: object
     operator: str
     accounts: list  # Anvil's ten default accounts (checksummed); accounts[9] is the operator
+    env: dict  # what scripts/devchain prints: ESCROW_RPC_URL, ESCROW_CONTRACT, ESCROW_TOKENS, OPERATOR_PRIVATE_KEY, ...
 
     def transact(self, function, sender: str) -> dict:
         """Send ``function`` from ``sender``; the receipt (a reverting call raises before it is sent)."""
@@ -114,7 +102,7 @@ def anvil():
                 extra[name].functions.mint(holder, 1_000_000 * UNIT).transact({"from": operator})
         yield Chain(w3=w3, escrow=contract(w3, "SettlementEscrow", settings["ESCROW_CONTRACT"]), tokens=tokens,
                     fee_token=extra["FeeToken"], reentrant_token=extra["ReentrantToken"], operator=operator,
-                    accounts=accounts)
+                    accounts=accounts, env=settings)
     finally:
         stop_anvil(process)
 

@@ -49,3 +49,17 @@ async def pair(connect):
     for client in (alice, bob):
         await client.notification("stream_notification", action="channelOpened")
     return alice, bob, channel_id
+
+
+async def hold_payment_lease(seconds: float = 60, holder: str = "another-worker") -> None:
+    """As if another payment worker (a dead one, or one elsewhere) held the lease for ``seconds``: this process's
+    worker stands by meanwhile, so a test can look at a payment between two steps."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from settlement.models import WorkerLease
+    from settlement.worker import LEASE_NAME
+
+    await WorkerLease.objects.aupdate_or_create(
+        name=LEASE_NAME, defaults={"holder": holder, "expires_at": timezone.now() + timedelta(seconds=seconds)})

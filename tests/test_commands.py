@@ -181,7 +181,7 @@ async def test_settle_runs_a_mock_settlement_both_parties_hear_and_channel_statu
     await alice.record(channel_id, external_id="1", amount="2", price="100")
     await bob.record(channel_id, external_id="2", direction="buy", amount="1", price="130")
     out, _ = await arun("settle", channel_id, "--markets", "ETH/USD", "--method", "mock")
-    assert "completed" in out and "USD: initiator owes 0, responder owes 60" in out
+    assert ": accepted (the payment worker pays it" in out and "USD: initiator owes 0, responder owes 60" in out
     for client, role in ((alice, "Initiator"), (bob, "Responder")):
         done = await client.notification("settlement_notification", state="completed")
         assert done["data"]["my_role"] == role

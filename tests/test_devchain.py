@@ -42,7 +42,7 @@ def test_the_development_chain_prints_its_settings_and_runs_until_interrupted():
             assert token.functions.symbol().call() == asset and token.functions.decimals().call() == 6
             assert {token.functions.balanceOf(holder).call() for holder in w3.eth.accounts} == {10**12}
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=20) == 0
+        assert process.wait(timeout=60) == 0
         with pytest.raises(Exception):  # Anvil stopped with it
             Web3(Web3.HTTPProvider(settings["ESCROW_RPC_URL"], request_kwargs={"timeout": 2})).eth.chain_id
     finally:

@@ -19,6 +19,7 @@ from channels_app.services import marks, trades
 from channels_app.services.channels import open_channel
 from settlement import services as settlement_services
 from settlement.models import Settlement, SettlementState
+from settlement.worker import PaymentWorker
 from tests.client import EXECUTED_AT
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -86,7 +87,7 @@ def finish(settlement: Settlement, outcome: str) -> None:
         return
     settlement_services.transition(settlement_pk=pk, target=SettlementState.ACCEPTED, actor="test")
     if outcome == "completed":
-        settlement_services.run_payment(settlement_pk=pk)
+        PaymentWorker("tests.test_margins").drive(pk)  # the payment worker's steps, here and now
     else:
         settlement_services.transition(settlement_pk=pk, target=SettlementState.INITIATED, actor="test")
         settlement_services.transition(settlement_pk=pk, target=SettlementState.FAILED, actor="test")

@@ -5,7 +5,6 @@ from django.test import override_settings
 from channels_app.models import Channel, Position
 from settlement import services as engine
 from settlement.models import Settlement
-from tests.chain import RecordingChain
 from tests.client import trade
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -123,34 +122,6 @@ async def test_bad_settlement_requests_are_refused_and_change_nothing(pair, data
     assert not await Settlement.objects.aexists()
     assert (await Channel.objects.aget()).status == "opened"
     assert (await alice.positions(channel_id))["ETH/USD"]["status"] == "open"
-
-
-@override_settings(ESCROW_CHAIN_CLIENT="tests.chain.RecordingChain")
-async def test_escrow_goes_through_the_payment_backend_interface(pair):
-    RecordingChain.calls, RecordingChain.fail_at = [], None
-    alice, bob, channel_id = pair
-    await alice.record(channel_id, external_id="1", amount="1", price="100")
-    await alice.error("request_settlement", settle(channel_id, method="escrow", chain_id=5),
-                      code="payment_method_unavailable")
-    await alice.ok("request_settlement", settle(channel_id, method="escrow"))
-    states, _ = await states_seen(bob, "completed")
-    assert states == ALL_STATES
-    assert [c[0] for c in RecordingChain.calls] == ["open_escrow", "fund_escrow", "release_escrow", "wait_confirmed"]
-    assert (await Settlement.objects.aget()).payment_reference == f"escrow:{channel_id[:10]}"
-
-
-@override_settings(ESCROW_CHAIN_CLIENT="tests.chain.RecordingChain")
-async def test_a_payment_failure_fails_the_settlement_and_positions_return_to_open(pair):
-    RecordingChain.calls, RecordingChain.fail_at = [], "release_escrow"
-    alice, bob, channel_id = pair
-    await alice.record(channel_id, external_id="1", amount="1", price="100")
-    await alice.ok("request_settlement", settle(channel_id, method="escrow"))
-    states, failed = await states_seen(alice, "failed")
-    assert states == ["proposed", "accepted", "initiated", "prepared", "failed"]
-    assert (await alice.positions(channel_id))["ETH/USD"]["status"] == "open"
-    assert (await Channel.objects.aget()).status == "opened"
-    last = await (await Settlement.objects.aget()).transitions.alast()
-    assert last.to_state == "failed" and "release_escrow reverted" in last.note
 
 
 async def test_settlement_states_only_move_as_the_table_allows(pair, settings):

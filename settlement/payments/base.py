@@ -1,8 +1,27 @@
 """The payment backend interface: how a settlement's money actually moves.
 
-The engine calls the steps in order (initiate -> prepare -> execute -> confirm), one transaction each, and moves
-the settlement to the matching state after each returns; a ``PaymentError`` moves it to ``failed``.
+The payment worker (settlement/worker.py) calls one step per settlement state, outside any database transaction,
+and moves the settlement on when the step says so:
+
+| state     | step       | the settlement moves on when                                   | to        |
+|-----------|------------|----------------------------------------------------------------|-----------|
+| accepted  | ``open``    | it returns True                                               | initiated |
+| initiated | ``funding`` | it returns ``FUNDED``; ``EXPIRED``: once ``refund`` returns True | prepared; failed |
+| prepared  | ``execute`` | it returns True                                               | executed  |
+| executed  | ``confirm`` | it returns True                                               | completed |
+
+False (``WAITING``) means "not yet": the worker asks again on its next round. A step never blocks waiting for the
+outside system: it sends at most one transaction, records it, and returns; a later call finds it again.
+
+Every step is idempotent against the outside system (it reads before it acts, and adopts what it finds), so a
+worker killed at any point and restarted repeats no payment. A step records what brokers must see (the escrow
+object, each transaction hash before it is sent) through ``record``, which commits at once. A ``PaymentError`` is
+final: the settlement fails with its reason. Any other exception is transient: the worker retries the step later,
+with the reason in the settlement's log.
 """
+import enum
+from collections.abc import Callable
+
 from django.conf import settings
 from django.utils.module_loading import import_string
 
@@ -10,36 +29,54 @@ from channels_app.errors import Code, DomainError
 
 
 class PaymentError(Exception):
-    """The payment could not go on; the settlement fails and its positions return to open."""
+    """The payment can never go on (e.g. the contract refuses the escrow as computed): the settlement fails."""
+
+
+class Funding(enum.Enum):
+    WAITING = "waiting"  # not every leg paid yet, and still time
+    FUNDED = "funded"  # every leg paid (and confirmed)
+    EXPIRED = "expired"  # the deadline passed without every leg paid: refund, then fail
+
+
+# record(...): persist (and announce) what the step established, committed at once
+# (settlement.services.record_payment_progress takes its keyword arguments).
+Recorder = Callable[..., None]
 
 
 class PaymentBackend:
     name = ""
 
-    def check_available(self, *, chain_id: int) -> None:
-        """Raise DomainError(payment_method_unavailable) when this method cannot settle on ``chain_id`` now."""
+    def check_available(self, *, chain_id: int, markets: list[str]) -> None:
+        """Raise DomainError(payment_method_unavailable) when this method cannot settle these markets on
+        ``chain_id`` now (checked when a settlement is requested)."""
 
-    def initiate(self, settlement) -> str:
-        """Start the payment; returns a reference (kept on the settlement)."""
-        raise PaymentError(f"{self.name} cannot initiate")
+    def open(self, settlement, *, record: Recorder) -> bool:
+        raise PaymentError(f"{self.name} cannot open a payment")
 
-    def prepare(self, settlement) -> None:
-        raise PaymentError(f"{self.name} cannot prepare")
+    def funding(self, settlement, *, record: Recorder) -> Funding:
+        raise PaymentError(f"{self.name} cannot check funding")
 
-    def execute(self, settlement) -> None:
+    def refund(self, settlement, *, record: Recorder) -> bool:
+        raise PaymentError(f"{self.name} cannot refund")
+
+    def execute(self, settlement, *, record: Recorder) -> bool:
         raise PaymentError(f"{self.name} cannot execute")
 
-    def confirm(self, settlement) -> None:
+    def confirm(self, settlement, *, record: Recorder) -> bool:
         raise PaymentError(f"{self.name} cannot confirm")
 
 
 def get_backend(method: str) -> PaymentBackend:
-    from settlement.payments.escrow import EscrowBackend
-    from settlement.payments.mock import MockBackend
+    backends = settings.PAYMENT_BACKENDS
+    if method not in backends:
+        raise DomainError(Code.PAYMENT_METHOD_UNAVAILABLE, f"unknown payment method {method!r}")
+    return _backend(backends[method])
 
-    if method == MockBackend.name:
-        return MockBackend()
-    if method == EscrowBackend.name:
-        client = import_string(settings.ESCROW_CHAIN_CLIENT)() if settings.ESCROW_CHAIN_CLIENT else None
-        return EscrowBackend(client)
-    raise DomainError(Code.PAYMENT_METHOD_UNAVAILABLE, f"unknown payment method {method!r}")
+
+_instances: dict[str, PaymentBackend] = {}
+
+
+def _backend(path: str) -> PaymentBackend:
+    if path not in _instances:
+        _instances[path] = import_string(path)()
+    return _instances[path]

@@ -5,6 +5,12 @@ from backoffice.management.commands import _common
 from channels_app.errors import DomainError
 
 
+NEXT = {  # what happens to it now
+    "proposed": " (the acceptance policy is manual: a clerk accepts or rejects it in the back office)",
+    "accepted": " (the payment worker pays it; both parties hear each state)",
+}
+
+
 class Command(BaseCommand):
     help = ("Settle MARKETS of a channel as the operator: the positions are frozen at the mark, the ledger "
             "computed, the acceptance policy applied and (once accepted) the payment method run. Both parties get "
@@ -27,7 +33,8 @@ class Command(BaseCommand):
                                                     markets=markets, method=method, chain_id=chain_id)
         except DomainError as exc:
             raise _common.refused(exc) from None
-        self.stdout.write(f"settlement {settlement.pk} of {channel.channel_id}: {settlement.state}")
+        self.stdout.write(f"settlement {settlement.pk} of {channel.channel_id}: {settlement.state}"
+                          + NEXT.get(settlement.state, ""))
         for line in settlement.ledger:
             self.stdout.write(f"  {line['asset']}: initiator owes {line['initiator_owes']}, responder owes "
                               f"{line['responder_owes']}")
