@@ -28,7 +28,8 @@ SETTLEMENT_ACTIONS = (*SETTLEMENT_TRANSITION_ACTIONS, "retry")
 def allowed_settlement_actions(settlement: Settlement) -> list[str]:
     """What a clerk may do with this settlement now (the buttons the admin shows)."""
     allowed = [action for action, target in SETTLEMENT_TRANSITION_ACTIONS.items()
-               if target in settlement_services.SETTLEMENT_TRANSITIONS.get(settlement.state, ())]
+               if target in settlement_services.SETTLEMENT_TRANSITIONS.get(settlement.state, ())
+               and (action != "fail" or settlement_services.may_fail_by_hand(settlement))]
     if settlement.state == SettlementState.FAILED and not settlement.channel.settlements.exclude(
         state__in=[s.value for s in TERMINAL_STATES]
     ).exists():
@@ -68,6 +69,8 @@ def act_on_settlement(*, actor: str, settlement_pk: int, action: str, note: str 
         before = Settlement.objects.get(pk=settlement_pk).state
         if action == "retry":
             settlement = settlement_services.retry(settlement_pk=settlement_pk, actor=actor)
+        elif action == "fail":
+            settlement = settlement_services.fail_by_hand(settlement_pk=settlement_pk, actor=actor, note=note)
         else:
             settlement = settlement_services.transition(
                 settlement_pk=settlement_pk, target=SETTLEMENT_TRANSITION_ACTIONS[action], actor=actor, note=note)

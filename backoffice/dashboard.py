@@ -1,11 +1,48 @@
-"""What a clerk looks at first: read-only figures for the admin index."""
+"""What a clerk looks at first: read-only figures for the admin index, among them the settlements that need
+attention (the payment worker retrying a step, or an escrow still waiting for funding past its deadline)."""
 from datetime import datetime, time, timezone
 
-from django.db.models import Count
+from django.db.models import Count, Q
+from django.utils import timezone as django_timezone
 
 from channels_app import selectors
 from channels_app.models import Channel, ChannelStatus, Trade
-from settlement.models import TERMINAL_STATES, Settlement
+from settlement.models import TERMINAL_STATES, Settlement, SettlementState
+
+ATTENTION_LIMIT = 50
+
+
+def retrying_q() -> Q:
+    """Settlements whose payment worker is retrying a step (an error recorded; a terminal one is no concern)."""
+    return ~Q(last_error="") & ~Q(state__in=[s.value for s in TERMINAL_STATES])
+
+
+def past_deadline_q(now: datetime | None = None) -> Q:
+    """Escrows still waiting for funding (``initiated``) after their deadline, by this server's clock (the worker
+    itself goes by the chain's block time, and refunds once the chain agrees)."""
+    now = now or django_timezone.now()
+    return Q(state=SettlementState.INITIATED, escrow__deadline__lt=int(now.timestamp()))
+
+
+def needs_attention_q() -> Q:
+    return retrying_q() | past_deadline_q()
+
+
+def is_retrying(settlement: Settlement) -> bool:
+    return bool(settlement.last_error) and settlement.state not in TERMINAL_STATES
+
+
+def deadline_passed(settlement: Settlement, now: datetime | None = None) -> bool:
+    deadline = settlement.escrow.get("deadline") if isinstance(settlement.escrow, dict) else None
+    now = now or django_timezone.now()
+    return isinstance(deadline, int) and deadline < now.timestamp()
+
+
+def _utc(unix) -> str:
+    try:
+        return datetime.fromtimestamp(unix, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return ""
 
 
 def dashboard() -> dict:
@@ -15,11 +52,19 @@ def dashboard() -> dict:
         Settlement.objects.exclude(state__in=[s.value for s in TERMINAL_STATES])
         .select_related("channel").order_by("created_at")
     )
+    attention = (Settlement.objects.filter(needs_attention_q()).select_related("channel")
+                 .order_by("created_at"))
     online = selectors.live_connections().values("peer__address", "peer__name").annotate(connections=Count("id"))
     return {
         "channels_by_status": [(status.label, by_status.get(status.value, 0)) for status in ChannelStatus],
         "trades_today": Trade.objects.filter(recorded_at__gte=midnight).count(),
         "open_settlements": list(open_settlements[:50]),
         "open_settlement_count": open_settlements.count(),
+        "attention_settlements": [
+            {"settlement": s, "retrying": is_retrying(s),
+             "past_deadline": s.state == SettlementState.INITIATED and deadline_passed(s),
+             "deadline": _utc(s.escrow.get("deadline")) if isinstance(s.escrow, dict) else ""}
+            for s in attention[:ATTENTION_LIMIT]],
+        "attention_count": attention.count(),
         "peers_online": list(online.order_by("peer__address")),
     }

@@ -232,18 +232,49 @@ def advance(*, settlement_pk: int, expected: SettlementState, target: Settlement
     return True
 
 
-def record_payment_progress(*, settlement_pk: int, escrow: dict | None = None, payment_state: dict | None = None,
-                            transaction_seen: dict | None = None, funded: list[bool] | None = None,
-                            announce: bool = True) -> None:
+class StateMoved(Exception):
+    """The settlement left the state a payment step was working for (a clerk failed it): the step stops."""
+
+
+def may_fail_by_hand(settlement: Settlement) -> bool:
+    """A clerk may fail a settlement only while no money can move for it: a ``mock`` one in any payment state, an
+    escrow one only before anything was recorded for its escrow (nothing can have been sent to the chain). An escrow
+    opened on chain fails by itself if it is not funded by its deadline, and cannot be undone once funded."""
+    if S.FAILED not in SETTLEMENT_TRANSITIONS.get(settlement.state, ()):
+        return False
+    if settlement.payment_method != "escrow":
+        return True
+    return settlement.state == S.ACCEPTED and not settlement.escrow and not settlement.payment_state
+
+
+def fail_by_hand(*, settlement_pk: int, actor: str, note: str = "") -> Settlement:
+    with transaction.atomic():
+        settlement = Settlement.objects.select_for_update().select_related(
+            "channel", "channel__initiator", "channel__responder").get(pk=settlement_pk)
+        if not may_fail_by_hand(settlement):
+            raise DomainError(Code.INVALID_SETTLEMENT_STATE, f"settlement {settlement.pk} is {settlement.state}"
+                              + (" and its escrow is on chain: it fails by itself if not every leg is funded by the "
+                                 "deadline, and a funded escrow cannot be undone" if settlement.escrow else
+                                 ": it cannot fail"))
+        _apply(settlement, S.FAILED, actor=actor, note=note)
+    return settlement
+
+
+def record_payment_progress(*, settlement_pk: int, expected: SettlementState, escrow: dict | None = None,
+                            payment_state: dict | None = None, transaction_seen: dict | None = None,
+                            funded: list[bool] | None = None, announce: bool = True) -> None:
     """What a payment step established, committed at once (before the step waits on anything outside).
 
-    ``escrow`` replaces the escrow object; ``transaction_seen`` (``{"step", "hash", ["from"]}``) is added to its
+    ``expected`` is the state the step works for: if the settlement left it, ``StateMoved`` is raised and nothing is
+    recorded. ``escrow`` replaces the escrow object; ``transaction_seen`` (``{"step", "hash", ["from"]}``) is added to its
     transactions once; ``funded`` sets the legs' funded flags. Brokers hear of a change they can see (the escrow
     object) with a settlement_notification in the same state, unless ``announce`` is False.
     """
     with transaction.atomic():
         settlement = Settlement.objects.select_for_update().select_related(
             "channel", "channel__initiator", "channel__responder").get(pk=settlement_pk)
+        if settlement.state != expected:  # recorded before anything is sent: a failed one sends nothing more
+            raise StateMoved(f"settlement {settlement_pk} is {settlement.state}, no longer {expected}")
         before = settlement.escrow
         current = dict(escrow) if escrow is not None else (dict(before) if before is not None else None)
         if current is not None and transaction_seen is not None:

@@ -106,12 +106,15 @@ class PaymentWorker:
                 target, note = S.FAILED, f"{settlement.state}: {exc}"
             except LeaseLost:
                 raise
+            except services.StateMoved:
+                return moved  # a clerk failed it meanwhile: nothing more is sent for it
             except Exception as exc:  # the chain unreachable, a transaction dropped, ...: try again later
                 self.record_error(settlement, exc)
                 return moved
             if target is None:  # waiting (for the debtors, for confirmations)
                 self.clear_error(settlement)
                 return moved
+            self._still_holding()  # a slow step may outlast the lease: a worker that lost it moves nothing
             if not services.advance(settlement_pk=settlement.pk, expected=settlement.state, target=target,
                                     note=note):
                 return moved  # moved elsewhere meanwhile (a clerk failed it): look again next round
@@ -122,7 +125,7 @@ class PaymentWorker:
         backend = get_backend(settlement.payment_method)
 
         def record(**changes):
-            services.record_payment_progress(settlement_pk=settlement.pk, **changes)
+            services.record_payment_progress(settlement_pk=settlement.pk, expected=settlement.state, **changes)
 
         if settlement.state == S.ACCEPTED:
             return (S.INITIATED, "") if backend.open(settlement, record=record) else (None, "")

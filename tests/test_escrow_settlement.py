@@ -30,6 +30,7 @@ def escrow_env(chain, settings):
     settings.SETTLEMENT_WORKER_POLL_SECONDS = 0.05
     operator_keys.cache_clear()
     payment_backends._instances.clear()
+    assert payment_backends.get_backend("escrow").ensure_verified()  # what each process does in the background
     yield chain
     operator_keys.cache_clear()
     payment_backends._instances.clear()
@@ -169,7 +170,6 @@ async def test_the_contract_refusing_the_escrow_fails_the_settlement_with_the_re
     alice, bob, channel_id = brokers
     assets = [f"Q{i}" for i in range(17)]
     settings.ESCROW_TOKENS = ",".join(f"{asset}={chain.tokens['USD'].address}" for asset in assets)
-    payment_backends._instances.clear()
     markets = [f"ETH/{asset}" for asset in assets]
     for i, market in enumerate(markets):
         await alice.record(channel_id, external_id=f"a{i}", market=market, direction="buy", amount="1", price="100")
@@ -190,7 +190,6 @@ async def test_the_chain_going_away_leaves_the_settlement_where_it_is_and_logs_t
     settings.SETTLEMENT_WORKER_POLL_SECONDS = 0.02
     await alice.record(channel_id, external_id="1", market="ETH/USD", direction="buy", amount="1", price="100")
     await mark("ETH/USD", "90")
-    payment_backends._instances.clear()
     backend = payment_backends.get_backend("escrow")
     backend._verified[settings.ESCROW_RPC_URL, settings.ESCROW_CONTRACT] = CHAIN_ID  # verified, then it went away
     await alice.ok("request_settlement", escrow_request(channel_id, ["ETH/USD"]))
@@ -200,7 +199,6 @@ async def test_the_chain_going_away_leaves_the_settlement_where_it_is_and_logs_t
     assert settlement.state == "accepted" and settlement.attempts >= 2 and settlement.last_error
     assert await SettlementLogEntry.objects.acount() == 1  # once per distinct error
     settings.ESCROW_RPC_URL = chain.env["ESCROW_RPC_URL"]
-    payment_backends._instances.clear()
     await Settlement.objects.aupdate(next_attempt_at=None)  # no need to wait out the backoff in a test
     await settlement_state(alice, "initiated", timeout=10)
     settlement = await Settlement.objects.aget()

@@ -3,20 +3,92 @@
 Each action (accept, reject, fail, retry) has a confirmation page; the POST goes through
 ``backoffice.actions.act_on_settlement`` (audited, the engine's state table decides) and needs the
 ``settlement.act_on_settlement`` permission. Both parties hear of the change as ``settlement_notification``.
+An action only records intent: nothing here calls the chain (the payment worker, settlement/worker.py, does).
+
+The page also shows the escrow as recorded by the worker (contract, id, deadline, legs, transactions, linked to
+``ESCROW_EXPLORER_URL`` when set) and the worker's state (last error, attempts, next attempt, its log); the list
+filters settlements that need attention (the worker retrying, or an escrow waiting past its deadline).
 """
+import re
+from datetime import datetime, timezone
+
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone as django_timezone
 from django.utils.html import format_html, format_html_join
 
 from backoffice.actions import SETTLEMENT_ACTIONS, act_on_settlement, allowed_settlement_actions
 from backoffice.audit import admin_actor
+from backoffice.dashboard import deadline_passed, is_retrying, needs_attention_q, past_deadline_q, retrying_q
 from channels_app.errors import DomainError
-from settlement.models import Settlement, SettlementTransition
+from settlement.models import Settlement, SettlementLogEntry, SettlementState, SettlementTransition
 
 ACTION_PERMISSION = "settlement.act_on_settlement"
+_HEX = re.compile(r"0x[0-9a-fA-F]+")
+
+
+def _explorer(kind: str, value) -> str:
+    """``value`` in <code>, linked to the explorer's page of it when ESCROW_EXPLORER_URL is set."""
+    if value in (None, ""):
+        return "–"
+    base = (getattr(settings, "ESCROW_EXPLORER_URL", "") or "").rstrip("/")
+    if base and isinstance(value, str) and _HEX.fullmatch(value):
+        return format_html('<a href="{}/{}/{}" class="explorer" rel="noopener noreferrer"><code>{}</code></a>',
+                           base, kind, value, value)
+    return format_html("<code>{}</code>", value)
+
+
+def _deadline(deadline) -> str:
+    try:
+        at = datetime.fromtimestamp(deadline, tz=timezone.utc)
+    except (TypeError, ValueError, OverflowError, OSError):  # absent (nothing to move) or not a time
+        return format_html("{}", "–" if deadline is None else deadline)
+    passed = deadline < django_timezone.now().timestamp()
+    return format_html(
+        '<span class="escrow-deadline" title="{}">{} UTC</span>{}',
+        f"unix {deadline}, chain time; whether it passed is judged by this server's clock, for display only "
+        "(the payment worker goes by the chain's block time)",
+        at.strftime("%Y-%m-%d %H:%M:%S"),
+        format_html(' <strong class="deadline-passed">{}</strong>', "passed") if passed else "")
+
+
+class LogInline(admin.TabularInline):
+    """What the payment worker met (each distinct error once): part of the settlement's page, read-only."""
+
+    model = SettlementLogEntry
+    extra = 0
+    can_delete = False
+    fields = ["at", "state", "message"]
+    readonly_fields = fields
+    ordering = ["at", "id"]
+    verbose_name = "payment worker log entry"
+    verbose_name_plural = "payment worker log"
+
+    def has_view_permission(self, request, obj=None):  # seen with the settlement, as its transitions are
+        return request.user.has_perm("settlement.view_settlement")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class NeedsAttentionFilter(admin.SimpleListFilter):
+    title = "needs attention"
+    parameter_name = "attention"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Yes (either)"), ("retrying", "Worker retrying"), ("past_deadline", "Past escrow deadline")]
+
+    def queryset(self, request, queryset):
+        condition = {"yes": needs_attention_q, "retrying": retrying_q, "past_deadline": past_deadline_q}.get(
+            self.value())
+        return queryset.filter(condition()) if condition else queryset
 
 
 class TransitionInline(admin.TabularInline):
@@ -36,15 +108,17 @@ class TransitionInline(admin.TabularInline):
 
 @admin.register(Settlement)
 class SettlementAdmin(admin.ModelAdmin):
-    list_display = ["id", "channel", "state", "markets_list", "payment_method", "requested_by", "created_at",
-                    "updated_at"]
-    list_filter = ["state", "payment_method"]
+    list_display = ["id", "channel", "state", "markets_list", "payment_method", "requested_by", "needs_attention",
+                    "created_at", "updated_at"]
+    list_filter = ["state", "payment_method", NeedsAttentionFilter]
     search_fields = ["channel__channel_id", "channel__initiator__address", "channel__responder__address"]
     list_select_related = ["channel", "requested_by"]
     fields = ["channel", "state", "payment_method", "chain_id", "markets_list", "ledger_table", "requested_by",
               "payment_reference", "created_at", "updated_at"]
-    readonly_fields = fields
-    inlines = [TransitionInline]
+    escrow_fields = ["escrow_panel"]
+    worker_fields = ["last_error_text", "attempts", "next_attempt"]
+    readonly_fields = [*fields, *escrow_fields, *worker_fields]
+    inlines = [TransitionInline, LogInline]
     change_form_template = "admin/settlement/settlement/change_form.html"
 
     def has_add_permission(self, request):
@@ -55,6 +129,61 @@ class SettlementAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = [(None, {"fields": self.fields})]
+        if obj is not None and obj.escrow is not None:  # none for mock, nor before the worker opened one
+            fieldsets.append(("Escrow", {"fields": self.escrow_fields, "classes": ["escrow"]}))
+        fieldsets.append(("Payment worker", {"fields": self.worker_fields, "classes": ["payment-worker"]}))
+        return fieldsets
+
+    @admin.display(description="needs attention")
+    def needs_attention(self, settlement):
+        if is_retrying(settlement):
+            return f"retrying ({settlement.attempts})"
+        if settlement.state == SettlementState.INITIATED and deadline_passed(settlement):
+            return "past deadline"
+        return ""
+
+    @admin.display(description="last error")
+    def last_error_text(self, settlement):
+        if not settlement.last_error:
+            return "–"
+        return format_html('<pre class="last-error" style="white-space: pre-wrap;">{}</pre>', settlement.last_error)
+
+    @admin.display(description="next attempt")
+    def next_attempt(self, settlement):
+        at = settlement.next_attempt_at
+        return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if at else "–"
+
+    @admin.display(description="escrow")
+    def escrow_panel(self, settlement):
+        escrow = settlement.escrow
+        if not isinstance(escrow, dict):
+            return "–"
+        legs = format_html_join(
+            "", '<tr class="escrow-leg"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            ((leg.get("asset", ""), _explorer("address", leg.get("from")), _explorer("address", leg.get("to")),
+              leg.get("amount", ""), leg.get("units", ""), "yes" if leg.get("funded") else "no")
+             for leg in escrow.get("legs") or [] if isinstance(leg, dict)))
+        transactions = format_html_join(
+            "", '<tr class="escrow-transaction"><td>{}</td><td>{}</td><td>{}</td></tr>',
+            ((t.get("step", ""), _explorer("tx", t.get("hash")), _explorer("address", t.get("from")))
+             for t in escrow.get("transactions") or [] if isinstance(t, dict)))
+        return format_html(
+            '<table class="escrow-summary">'
+            '<tr><th scope="row">chain id</th><td id="escrow-chain-id">{}</td></tr>'
+            '<tr><th scope="row">contract</th><td id="escrow-contract">{}</td></tr>'
+            '<tr><th scope="row">escrow id</th><td id="escrow-id"><code>{}</code></td></tr>'
+            '<tr><th scope="row">deadline</th><td id="escrow-deadline">{}</td></tr></table>'
+            '<table class="escrow-legs"><caption>legs</caption><thead><tr><th>asset</th><th>from</th><th>to</th>'
+            "<th>amount</th><th>units</th><th>funded</th></tr></thead><tbody>{}</tbody></table>"
+            '<table class="escrow-transactions"><caption>transactions</caption><thead><tr><th>step</th><th>hash</th>'
+            "<th>payer</th></tr></thead><tbody>{}</tbody></table>",
+            escrow.get("chain_id", settlement.chain_id), _explorer("address", escrow.get("contract")),
+            escrow.get("escrow_id") or "–", _deadline(escrow.get("deadline")),
+            legs or format_html('<tr><td colspan="6">{}</td></tr>', "no legs: nothing to move"),
+            transactions or format_html('<tr><td colspan="3">{}</td></tr>', "none yet"))
 
     @admin.display(description="markets")
     def markets_list(self, settlement):

@@ -59,6 +59,10 @@ def parse_tokens(text: str) -> dict[str, str]:
 def _connection(rpc_url: str, contract_address: str, timeout: float):
     """(Web3, the SettlementEscrow contract) for one configuration, made once per process."""
     w3 = connect(rpc_url, timeout=timeout)
+    if hasattr(w3.provider, "exception_retry_configuration"):
+        # No hidden retries (web3's HTTP default: 5 tries with back-off, so one call to a hung node takes
+        # 5 x ESCROW_RPC_TIMEOUT_SECONDS + 1.9 s, longer than the worker's lease): the worker retries, and logs why.
+        w3.provider.exception_retry_configuration = None
     return w3, contract(w3, "SettlementEscrow", contract_address)
 
 
@@ -70,6 +74,7 @@ class EscrowBackend(PaymentBackend):
     def __init__(self):
         self._decimals: dict[str, int] = {}  # token address -> decimals(): they never change
         self._verified: dict[tuple[str, str], int] = {}  # (rpc url, contract) -> chain id, once verify() passed
+        self._last_error = ""
 
     # --- connection and the start-up check ------------------------------------------------------------------
     @property
@@ -110,16 +115,33 @@ class EscrowBackend(PaymentBackend):
         chain_id = self._verified[self.rpc_url, settings.ESCROW_CONTRACT] = self.w3.eth.chain_id
         return chain_id
 
+    def ensure_verified(self) -> bool:
+        """verify() once per configuration, in the background (operatorapi.worker): never inside a request. A
+        failure is logged once per distinct reason and tried again on the next call."""
+        if not (self.rpc_url and settings.ESCROW_CONTRACT):
+            return False
+        if (self.rpc_url, settings.ESCROW_CONTRACT) in self._verified:
+            return True
+        try:
+            self.verify()
+        except Exception as exc:  # noqa: BLE001 - whatever the transport raises: try again later
+            reason = f"{type(exc).__name__}: {exc}"
+            if reason != self._last_error:
+                logger.error("escrow: the start-up check failed, escrow stays unavailable: %s", reason)
+            self._last_error = reason
+            return False
+        self._last_error = ""
+        return True
+
     def check_available(self, *, chain_id: int, markets: list[str]) -> None:
         if not self.rpc_url or not settings.ESCROW_CONTRACT:
             raise DomainError(Code.PAYMENT_METHOD_UNAVAILABLE, "escrow is not available: no chain is configured on "
                               "this operator (use payment_method \"mock\" for testing)")
         served = self._verified.get((self.rpc_url, settings.ESCROW_CONTRACT))
-        if served is None:  # once per process and configuration (a worker verifies at its start too)
-            try:
-                served = self.verify()
-            except Exception as exc:  # noqa: BLE001 - whatever the transport raises
-                raise DomainError(Code.PAYMENT_METHOD_UNAVAILABLE, f"escrow is not available now: {exc}") from None
+        if served is None:  # never a network call here: verify() runs in the background (and at a worker's start)
+            raise DomainError(Code.PAYMENT_METHOD_UNAVAILABLE, "escrow is not available yet: the chain at "
+                              f"{self.rpc_url} has not been reached and checked"
+                              + (f" ({self._last_error})" if self._last_error else ""))
         if chain_id != served:
             raise DomainError(Code.PAYMENT_METHOD_UNAVAILABLE, f"escrow is available on chain {served} only, "
                               f"not on chain {chain_id}")
@@ -171,7 +193,8 @@ class EscrowBackend(PaymentBackend):
             except ContractLogicError as exc:
                 raise PaymentError(f"the escrow contract refuses {step}: {reverts.describe(exc)}") from None
             signed = self.account.sign_transaction(transaction)
-            pending = {"step": step, "hash": signed.hash.to_0x_hex(), "raw": signed.raw_transaction.to_0x_hex()}
+            pending = {"step": step, "hash": signed.hash.to_0x_hex(), "raw": signed.raw_transaction.to_0x_hex(),
+                       "nonce": transaction["nonce"]}
             record(payment_state={"pending": pending}, transaction_seen={"step": step, "hash": pending["hash"]})
             settlement.payment_state = {"pending": pending}
         try:
@@ -182,6 +205,12 @@ class EscrowBackend(PaymentBackend):
             try:
                 self.w3.eth.get_transaction(pending["hash"])  # known to the node: mined later
             except TransactionNotFound:
+                if "nonce" in pending and self.w3.eth.get_transaction_count(
+                        self.account.address, "latest") > pending["nonce"]:
+                    # its nonce went to another transaction (its sending failed, then another step was sent): it
+                    # can never be mined. Forget it and sign the step again (the caller read the chain first).
+                    self._forget(settlement, record)
+                    return self._sent(settlement, step, call, record)
                 self.w3.eth.send_raw_transaction(pending["raw"])  # recorded, never sent (or dropped): send as is
                 failpoints.reached(f"after-send:{step}")
             return False
@@ -190,6 +219,20 @@ class EscrowBackend(PaymentBackend):
             raise ChainError(f"{step} transaction {pending['hash']} reverted in block {receipt['blockNumber']}")
         record(payment_state={})
         return True
+
+    def _forget(self, settlement, record) -> None:
+        """The recorded transaction is not awaited any more (the chain shows its step done, or it can never be
+        mined); one the node has never seen also leaves the escrow's transactions: brokers see only real hashes."""
+        pending = (settlement.payment_state or {}).get("pending")
+        if not pending:
+            return
+        try:
+            self.w3.eth.get_transaction(pending["hash"])
+            record(payment_state={})
+        except TransactionNotFound:
+            transactions = [t for t in settlement.escrow["transactions"] if t["hash"] != pending["hash"]]
+            record(escrow={**settlement.escrow, "transactions": transactions}, payment_state={}, announce=False)
+        settlement.refresh_from_db(fields=["escrow", "payment_state"])
 
     # --- the steps ------------------------------------------------------------------------------------------
     def open(self, settlement, *, record) -> bool:
@@ -218,6 +261,8 @@ class EscrowBackend(PaymentBackend):
         elif settlement.escrow is None or "deadline" not in settlement.escrow:  # opened, but never recorded here
             record(escrow={"chain_id": settlement.chain_id, "contract": self.escrow.address, "escrow_id": escrow_id,
                            "deadline": status[2], "legs": legs, "transactions": []}, announce=False)
+        else:  # opened by the transaction recorded here, whose receipt a worker killed meanwhile never saw
+            self._forget(settlement, record)
         # it counts once it is ESCROW_CONFIRMATIONS deep
         return self._status(escrow_id, self._confirmed_block())[0] != NONE
 
@@ -249,6 +294,7 @@ class EscrowBackend(PaymentBackend):
         escrow = settlement.escrow
         status, _, _, _, funded_count = self._status(escrow["escrow_id"])
         if status == REFUNDED or (status == OPEN and funded_count == 0):
+            self._forget(settlement, record)
             return True  # nothing was paid in (or the refund is done): nothing to send
         if status == OPEN and not self._sent(settlement, "refund", self.escrow.functions.refund(escrow["escrow_id"]),
                                              record):
@@ -263,12 +309,14 @@ class EscrowBackend(PaymentBackend):
         if status == OPEN:
             if not self._sent(settlement, "execute", self.escrow.functions.execute(escrow["escrow_id"]), record):
                 return False
-        elif status == EXECUTED and not any(t["step"] == "execute" for t in escrow["transactions"]):
-            logs = self.escrow.events.Executed().get_logs(argument_filters={"escrowId": escrow["escrow_id"]},
-                                                           from_block=0)
-            for log in logs:  # executed by someone else (anyone may): adopt it
-                record(transaction_seen={"step": "execute", "hash": log["transactionHash"].to_0x_hex()})
-        elif status != EXECUTED:
+        elif status == EXECUTED:
+            self._forget(settlement, record)
+            if not any(t["step"] == "execute" for t in settlement.escrow["transactions"]):
+                logs = self.escrow.events.Executed().get_logs(argument_filters={"escrowId": escrow["escrow_id"]},
+                                                               from_block=0)
+                for log in logs:  # executed by someone else (anyone may): adopt it
+                    record(transaction_seen={"step": "execute", "hash": log["transactionHash"].to_0x_hex()})
+        else:
             raise PaymentError(f"the escrow is {status} on chain; it cannot be executed")
         return True
 
