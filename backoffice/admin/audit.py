@@ -1,10 +1,11 @@
 from django.contrib import admin
 
+from backoffice.admin.readonly import ReadOnlyAdmin
 from backoffice.models import AuditEntry
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnlyAdmin):
     """Read-only for everyone, superusers included: the log is not to be edited."""
 
     list_display = ["at", "actor", "action", "object_type", "object_repr"]
@@ -12,12 +13,3 @@ class AuditEntryAdmin(admin.ModelAdmin):
     search_fields = ["actor", "object_repr", "object_id"]
     date_hierarchy = "at"
     readonly_fields = ["at", "actor", "user", "action", "object_type", "object_id", "object_repr", "before", "after"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

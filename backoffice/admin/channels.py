@@ -9,6 +9,7 @@ from django.contrib import admin, messages
 from django.db.models import BooleanField, Count, ExpressionWrapper, Q
 
 from backoffice.actions import set_mark, set_peer_disabled
+from backoffice.admin.readonly import ReadOnlyAdmin, ReadOnlyInline
 from backoffice.audit import admin_actor
 from channels_app import selectors
 from channels_app.formats import MARKET_RE
@@ -16,29 +17,8 @@ from channels_app.models import INITIATOR, RESPONDER, Channel, MarkPrice, Peer, 
 from channels_app.money import DecimalInputError, fmt, parse_amount
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """View only, for everyone: the ledger and derived state are changed by the protocol and services alone."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
+class LinkedReadOnlyInline(ReadOnlyInline):
     show_change_link = True
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Peer)
@@ -96,14 +76,14 @@ class BothSides:
         return side_view(position, RESPONDER)
 
 
-class PositionInline(BothSides, ReadOnlyInline):
+class PositionInline(BothSides, LinkedReadOnlyInline):
     model = Position
     fields = ["market", "status", "initiator_side", "responder_side", "settle_price", "updated_at"]
     readonly_fields = fields
     ordering = ["-id"]
 
 
-class TradeInline(ReadOnlyInline):
+class TradeInline(LinkedReadOnlyInline):
     model = Trade
     fk_name = "channel"
     fields = ["external_id", "market", "direction", "recorded_by", "amount", "price", "executed_at", "recorded_at"]

@@ -22,6 +22,7 @@ from django.utils import timezone as django_timezone
 from django.utils.html import format_html, format_html_join
 
 from backoffice.actions import SETTLEMENT_ACTIONS, act_on_settlement, allowed_settlement_actions
+from backoffice.admin.readonly import ReadOnlyAdmin, ReadOnlyInline
 from backoffice.audit import admin_actor
 from backoffice.dashboard import deadline_passed, is_retrying, needs_attention_q, past_deadline_q, retrying_q
 from channels_app.errors import DomainError
@@ -56,12 +57,10 @@ def _deadline(deadline) -> str:
         format_html(' <strong class="deadline-passed">{}</strong>', "passed") if passed else "")
 
 
-class LogInline(admin.TabularInline):
+class LogInline(ReadOnlyInline):
     """What the payment worker met (each distinct error once): part of the settlement's page, read-only."""
 
     model = SettlementLogEntry
-    extra = 0
-    can_delete = False
     fields = ["at", "state", "message"]
     readonly_fields = fields
     ordering = ["at", "id"]
@@ -70,12 +69,6 @@ class LogInline(admin.TabularInline):
 
     def has_view_permission(self, request, obj=None):  # seen with the settlement, as its transitions are
         return request.user.has_perm("settlement.view_settlement")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 class NeedsAttentionFilter(admin.SimpleListFilter):
@@ -91,23 +84,15 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
         return queryset.filter(condition()) if condition else queryset
 
 
-class TransitionInline(admin.TabularInline):
+class TransitionInline(ReadOnlyInline):
     model = SettlementTransition
-    extra = 0
-    can_delete = False
     fields = ["at", "from_state", "to_state", "actor", "note"]
     readonly_fields = fields
     ordering = ["at", "id"]
 
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(Settlement)
-class SettlementAdmin(admin.ModelAdmin):
+class SettlementAdmin(ReadOnlyAdmin):
     list_display = ["id", "channel", "state", "markets_list", "payment_method", "requested_by", "needs_attention",
                     "created_at", "updated_at"]
     list_filter = ["state", "payment_method", NeedsAttentionFilter]
@@ -120,15 +105,6 @@ class SettlementAdmin(admin.ModelAdmin):
     readonly_fields = [*fields, *escrow_fields, *worker_fields]
     inlines = [TransitionInline, LogInline]
     change_form_template = "admin/settlement/settlement/change_form.html"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = [(None, {"fields": self.fields})]
