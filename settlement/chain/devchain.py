@@ -179,7 +179,10 @@ def main(argv: list[str]) -> int:
         stopping.append(signum)
         raise KeyboardInterrupt
 
+    # Both, explicitly: a process started in the background by a non-interactive shell inherits SIGINT ignored, and
+    # Python then leaves it ignored (Ctrl-C, or a test's SIGINT, would do nothing).
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         settings = deploy_dev_chain(process.rpc_url)
         for key, value in settings.items():

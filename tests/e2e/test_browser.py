@@ -4,6 +4,7 @@ both brokers hear every state over their WebSockets. Leaves a screenshot in test
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -90,7 +91,12 @@ async def test_a_clerk_accepts_a_proposed_settlement_in_the_browser(daphne_env, 
             chrome.find_element(By.ID, "confirm").click()
 
             message = wait.until(seen.presence_of_element_located((By.CSS_SELECTOR, "ul.messagelist li.success")))
-            assert message.text.endswith("is now completed.")
+            assert message.text.endswith("is now accepted.")  # the clerk's decision; the payment worker pays
+            for _ in range(100):  # the page, reloaded, shows the payment done
+                chrome.refresh()
+                if "completed" in chrome.find_element(By.ID, "content").text:
+                    break
+                time.sleep(0.1)
             ARTIFACTS.mkdir(exist_ok=True)
             chrome.save_screenshot(str(ARTIFACTS / "admin-settlement-accepted.png"))
             assert "completed" in chrome.find_element(By.ID, "content").text
