@@ -123,7 +123,7 @@ class Operator:
             until = min(give_up, loop.time() + POLL_SECONDS)
             while (frame := await self.recv(until - loop.time())) is not None:
                 if frame["event"] == "settlement_notification" and wanted(frame["data"]):
-                    return frame.get("data", {})
+                    return frame["data"]
             if loop.time() >= give_up:
                 raise FundError(f"no {what} within {self.timeout:g} s")
 

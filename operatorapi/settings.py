@@ -212,7 +212,7 @@ PAYMENT_BACKENDS = {"mock": "settlement.payments.mock.MockBackend", "escrow": "s
 # (a standby takes over that long after the holder died). Every server process runs one as a standby (the embedded
 # default settles by itself); `manage.py settlement_worker` runs one on its own.
 SETTLEMENT_WORKER_POLL_SECONDS = env.float("SETTLEMENT_WORKER_POLL_SECONDS", default=0.25)
-SETTLEMENT_WORKER_LEASE_SECONDS = env.float("SETTLEMENT_WORKER_LEASE_SECONDS", default=10.0)
+SETTLEMENT_WORKER_LEASE_SECONDS = env.float("SETTLEMENT_WORKER_LEASE_SECONDS", default=30.0)  # > 3 RPC time-outs
 SETTLEMENT_WORKER_IN_PROCESS = env.bool("SETTLEMENT_WORKER_IN_PROCESS", default=True)
 # Escrow on an EVM chain (docs/escrow.md section 6): unset ESCROW_RPC_URL = escrow unavailable.
 ESCROW_RPC_URL = env.str("ESCROW_RPC_URL", default="")

@@ -5,7 +5,10 @@ Every step reads the chain first and adopts what it finds, so a worker killed an
 - ``open``: the legs from the ledger (units from each token's ``decimals()``, rounded half-up, dust dropped); if
   ``getEscrow`` says it is open already, adopt it; else sign ``open`` locally, record its hash and raw bytes
   (committed), send, and come back for the receipt later. A raw transaction recorded but never seen by the node is
-  sent again as it is (same nonce: it can be mined once at most).
+  sent again as it is (same nonce: it can be mined once at most), unless its nonce went to another transaction
+  meanwhile: then it can never be mined, so it is forgotten (its hash too) and the step signed again. A recorded
+  transaction is forgotten too once the chain shows its step done. The contract refusing ``execute`` or ``refund``
+  at send time is not final (anyone may do them first; a token may refuse for now): retried, the settlement stays.
 - ``funding``: the legs' funded flags and ``Funded`` events as of ``ESCROW_CONFIRMATIONS`` blocks ago; every leg
   funded, or the deadline passed on chain time.
 - ``refund`` / ``execute``: like ``open``, after ``getEscrow`` shows it is not done already.
@@ -191,7 +194,12 @@ class EscrowBackend(PaymentBackend):
                     "nonce": self.w3.eth.get_transaction_count(self.account.address, "pending"),
                 })
             except ContractLogicError as exc:
-                raise PaymentError(f"the escrow contract refuses {step}: {reverts.describe(exc)}") from None
+                if step == "open":  # read as not opened just now, and only the operator opens: final
+                    raise PaymentError(f"the escrow contract refuses open: {reverts.describe(exc)}") from None
+                # execute / refund: not final. The chain moved since the caller read it (anyone may execute or
+                # refund: the next round reads that and adopts it), or a token refuses a transfer for now. Retried
+                # and logged; failing here would unfreeze the positions of an escrow that was, or may be, paid out.
+                raise ChainError(f"the escrow contract refuses {step} now: {reverts.describe(exc)}") from None
             signed = self.account.sign_transaction(transaction)
             pending = {"step": step, "hash": signed.hash.to_0x_hex(), "raw": signed.raw_transaction.to_0x_hex(),
                        "nonce": transaction["nonce"]}

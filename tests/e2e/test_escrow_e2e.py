@@ -12,6 +12,7 @@ brokers (docs/escrow.md section 5 runs the worker inside the server there): brok
 """
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from eth_account import Account
 from web3 import Web3
 
 from examples import fund_escrow
-from settlement.chain.deploy import contract
+from settlement.chain.deploy import contract, send
 from settlement.chain.devchain import CHAIN_ID, DEV_KEYS, deploy_dev_chain, start_anvil, stop_anvil
 from settlement.models import Settlement, SettlementLogEntry, WorkerLease
 from tests.client import NetworkClient
@@ -135,7 +136,7 @@ class Worker:
 
 class Operator:
     def __init__(self, env: dict):
-        self.env, self.workers, self.server = env, [], DaphneProcess(env)
+        self.env, self.workers, self.clients, self.server = env, [], [], DaphneProcess(env)
 
     def worker(self, label: str, **extra: str) -> Worker:
         self.workers.append(Worker(self.env, label, **extra))
@@ -147,7 +148,7 @@ class Operator:
 
 
 @pytest.fixture
-def operator(daphne_env, chain):
+async def operator(daphne_env, chain):
     """A Daphne that checks escrow availability on the chain but drives nothing; ``operator.worker(...)`` starts
     workers (before ``operator.server.start()`` if they should come up meanwhile)."""
     env = {**daphne_env, **chain.env, "SETTLEMENT_WORKER_IN_PROCESS": "false", "ESCROW_FUNDING_SECONDS": "600",
@@ -156,6 +157,9 @@ def operator(daphne_env, chain):
     try:
         yield running
     finally:
+        for client in running.clients:
+            await drain(client, quiet=0.2)  # unread frames would hold up the close handshake (and are checked too)
+            await client.close()
         for worker in running.workers:
             worker.stop()
         running.server.stop()
@@ -169,8 +173,9 @@ async def start(operator: Operator, **workers: dict) -> list[Worker]:
 
 
 # --- brokers --------------------------------------------------------------------------------------------------
-async def broker(url: str, key: str) -> NetworkClient:
-    client = await (await NetworkClient(url, account=Account.from_key(key)).connect()).login()
+async def broker(operator: Operator, key: str) -> NetworkClient:
+    client = await (await NetworkClient(operator.url, account=Account.from_key(key)).connect()).login()
+    operator.clients.append(client)
     return await client.subscribe()
 
 
@@ -190,8 +195,16 @@ async def channel_with_pnl(alice, bob) -> str:
 
 
 async def request_escrow(client, channel_id, markets=("ETH/USD", "BTC/USDT")) -> None:
-    await client.ok("request_settlement", {"channel_id": channel_id, "payment_method": "escrow",
-                                           "chain_id": CHAIN_ID, "markets": list(markets)}, timeout=STEP_TIMEOUT)
+    """Request it; while the server has not yet checked the chain (it does so in the background once it serves,
+    docs/escrow.md) it answers ``payment_method_unavailable`` "not available yet", and a broker asks again."""
+    deadline = time.monotonic() + STEP_TIMEOUT
+    while True:
+        frame = await client.request("request_settlement", {"channel_id": channel_id, "payment_method": "escrow",
+                                                            "chain_id": CHAIN_ID, "markets": list(markets)})
+        if frame["event"] == "request_settlement":
+            return
+        assert "not available yet" in frame["data"]["error"] and time.monotonic() < deadline, frame
+        await asyncio.sleep(0.2)
 
 
 async def newest_settlement(client, channel_id) -> dict:
@@ -213,7 +226,8 @@ async def reach(client, channel_id, state, until=None, timeout=STEP_TIMEOUT) -> 
 
 def fund(chain, escrow: dict, key: str) -> None:
     """A broker's wallet pays its legs in, as examples/fund_escrow.py does (its checks included)."""
-    fund_escrow.fund(chain.w3, Account.from_key(key), escrow, Account.from_key(chain.env["OPERATOR_PRIVATE_KEY"]).address)
+    operator_address = Account.from_key(chain.env["OPERATOR_PRIVATE_KEY"]).address
+    fund_escrow.fund(chain.w3, Account.from_key(key), escrow, operator_address)
 
 
 async def run_fund_escrow(url: str, rpc_url: str, key: str) -> asyncio.subprocess.Process:
@@ -228,13 +242,18 @@ async def finished(process: asyncio.subprocess.Process) -> tuple[int, str, str]:
     return process.returncode, stdout.decode(), stderr.decode()
 
 
+async def drain(client, quiet: float = 0.5) -> None:
+    """Receive (and so check against the spec) whatever is still on its way to the broker."""
+    while True:
+        try:
+            client.notes.append(await client.recv(timeout=quiet))
+        except TimeoutError:
+            return
+
+
 async def heard_states(client) -> list[str]:
     """The settlement states the broker was notified of, in order (same-state updates folded)."""
-    while True:  # whatever is still on its way
-        try:
-            client.notes.append(await client.recv(timeout=0.5))
-        except TimeoutError:
-            break
+    await drain(client)
     states = []
     for frame in client.notes:
         if frame["event"] == "settlement_notification" and frame["data"]["state"] not in states[-1:]:
@@ -271,7 +290,7 @@ def log_of(settlement_id: int) -> list[tuple[str, str]]:
 # --- the tests ------------------------------------------------------------------------------------------------
 async def test_both_brokers_fund_from_their_own_keys_with_the_example_and_the_settlement_completes(operator, chain):
     await start(operator, worker={})
-    alice, bob = await broker(operator.url, ALICE), await broker(operator.url, BOB)
+    alice, bob = await broker(operator, ALICE), await broker(operator, BOB)
     channel_id = await channel_with_pnl(alice, bob)
     before = chain.balances(alice.address, bob.address, chain.escrow.address)
 
@@ -308,7 +327,7 @@ async def test_both_brokers_fund_from_their_own_keys_with_the_example_and_the_se
 async def test_a_debtor_that_never_funds_fails_the_settlement_after_the_deadline_and_the_other_is_refunded(
         operator, chain):
     await start(operator, worker={})
-    alice, bob = await broker(operator.url, ALICE), await broker(operator.url, BOB)
+    alice, bob = await broker(operator, ALICE), await broker(operator, BOB)
     channel_id = await channel_with_pnl(alice, bob)
     before = chain.balances(alice.address, bob.address)
 
@@ -339,7 +358,7 @@ async def test_a_worker_killed_after_sending_open_and_after_sending_execute_repe
     after the dead one's lease expired finishes from what is on chain and in the database."""
     lease_env = {"SETTLEMENT_WORKER_LEASE_SECONDS": "3"}
     [first] = await start(operator, first={**lease_env, "FAILPOINTS": "after-send:open"})
-    alice, bob = await broker(operator.url, ALICE), await broker(operator.url, BOB)
+    alice, bob = await broker(operator, ALICE), await broker(operator, BOB)
     channel_id = await channel_with_pnl(alice, bob)
     await request_escrow(alice, channel_id)
 
@@ -382,15 +401,19 @@ async def test_the_node_hanging_for_ten_seconds_holds_the_settlement_logs_why_an
     escrow gone); a stopped node still accepts connections and answers nothing, so every call times out, which is
     what a hung node or a partitioned network does and the harder case for the worker (no quick refusal)."""
     await start(operator, worker={"ESCROW_RPC_TIMEOUT_SECONDS": "1"})
-    alice, bob = await broker(operator.url, ALICE), await broker(operator.url, BOB)
+    alice, bob = await broker(operator, ALICE), await broker(operator, BOB)
     channel_id = await channel_with_pnl(alice, bob)
     await request_escrow(alice, channel_id)
     initiated = await reach(alice, channel_id, "initiated")
     settlement_id = initiated["settlement_id"]
 
     chain.pause()
+    paused_at = time.monotonic()
     try:
-        await asyncio.sleep(10)
+        while not await log_of(settlement_id):  # noticed within the RPC timeout, not after web3's hidden retries
+            assert time.monotonic() - paused_at < 5, "the hung node is not in the settlement's log after 5 s"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(10 - (time.monotonic() - paused_at))
         during = await newest_settlement(alice, channel_id)  # the server answers: it never waits on the chain
         log = await log_of(settlement_id)
         row = await stored(settlement_id)
@@ -415,7 +438,7 @@ async def test_of_two_workers_one_sends_and_the_other_takes_over_when_it_is_kill
     workers = await start(operator, a=lease_env, b=lease_env)
     for worker in workers:
         await worker.printed("standing by")  # both up, neither holding (nothing to do yet)
-    alice, bob = await broker(operator.url, ALICE), await broker(operator.url, BOB)
+    alice, bob = await broker(operator, ALICE), await broker(operator, BOB)
     channel_id = await channel_with_pnl(alice, bob)
     await request_escrow(alice, channel_id)
     escrow = (await reach(alice, channel_id, "initiated"))["escrow"]
@@ -444,3 +467,31 @@ async def test_of_two_workers_one_sends_and_the_other_takes_over_when_it_is_kill
     assert "holding the lease: sending" in standby.output and "state change(s)" in standby.output
     escrow_id = second["escrow"]["escrow_id"]
     assert len(chain.events("Opened", escrow_id)) == len(chain.events("Executed", escrow_id)) == 1
+
+
+def test_the_example_refuses_an_escrow_it_cannot_trust_and_sends_nothing(chain):
+    """examples/fund_escrow.py checks on chain before it pays: the escrow belongs to the operator it talks to, on the
+    chain its node serves, with the legs announced, before the deadline; otherwise it stops and sends nothing."""
+    operator_account, alice = Account.from_key(chain.env["OPERATOR_PRIVATE_KEY"]), Account.from_key(ALICE)
+    channel_id = "0x" + secrets.token_hex(32)
+    deadline = chain.w3.eth.get_block("latest")["timestamp"] + 600
+    token, bob = chain.tokens["USD"].address, Account.from_key(BOB).address
+    send(chain.w3, operator_account, chain.escrow.functions.open(
+        channel_id, 1, [(token, alice.address, bob, 1_000_000)], deadline).build_transaction(
+        {"from": operator_account.address}))
+    leg = {"asset": "USD", "token": token, "decimals": 6, "from": alice.address, "to": bob, "amount": "1",
+           "units": "1000000", "funded": False}
+    announced = {"chain_id": CHAIN_ID, "contract": chain.escrow.address, "deadline": deadline, "legs": [leg],
+                 "escrow_id": "0x" + chain.escrow.functions.escrowIdOf(channel_id, 1).call().hex(), "transactions": []}
+    nonce = chain.w3.eth.get_transaction_count(alice.address)
+    for escrow, identity, sentence in [
+            (announced, bob, f"belongs to operator {operator_account.address}, not to {bob}"),
+            ({**announced, "chain_id": 1}, operator_account.address, "is on chain 1"),
+            ({**announced, "legs": [{**leg, "units": "100"}]}, operator_account.address, "differ from the ones"),
+            ({**announced, "legs": [{**leg, "to": alice.address}]}, operator_account.address, "differ from the ones")]:
+        with pytest.raises(fund_escrow.FundError, match=sentence):
+            fund_escrow.fund(chain.w3, alice, escrow, identity)
+    chain.advance_past(deadline)
+    with pytest.raises(fund_escrow.FundError, match="deadline .* has passed"):
+        fund_escrow.fund(chain.w3, alice, announced, operator_account.address)
+    assert chain.w3.eth.get_transaction_count(alice.address) == nonce  # not one transaction sent
