@@ -13,7 +13,7 @@ CONTROL_CHARACTER_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def control_character(text: str) -> str | None:
-    """The first control character in ``text`` (as ``U+XXXX``), or None."""
+    """The first control character in ``text``, written like ``U+0000``, or None."""
     found = CONTROL_CHARACTER_RE.search(text)
     return f"U+{ord(found.group()):04X}" if found else None
 
