@@ -4,7 +4,6 @@
 and when, applies the side effects on positions and channel, and queues the notifications. The protocol path,
 the admin and management commands all go through it.
 """
-import logging
 
 from django.conf import settings
 from django.db import transaction
@@ -23,7 +22,6 @@ from settlement.models import Settlement, SettlementState, SettlementTransition
 from settlement.payments.base import get_backend
 from settlement.values import notify_settlement
 
-logger = logging.getLogger(__name__)
 S = SettlementState
 
 SETTLEMENT_TRANSITIONS = {
@@ -137,7 +135,7 @@ def _apply(settlement: Settlement, target: SettlementState, *, actor: str, note:
         raise DomainError(Code.INVALID_SETTLEMENT_STATE, f"settlement is {previous}; it cannot become {target}") \
             from None
     settlement.state = target
-    settlement.save(update_fields=["state", "payment_reference", "updated_at"])
+    settlement.save(update_fields=["state", "updated_at"])
     SettlementTransition.objects.create(
         settlement=settlement, from_state=previous, to_state=target, actor=actor, note=note[:2000]
     )

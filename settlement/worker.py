@@ -29,7 +29,7 @@ from settlement.payments.base import Funding, PaymentError, get_backend
 logger = logging.getLogger(__name__)
 S = SettlementState
 LEASE_NAME = "settlement-payments"
-PAYMENT_STATES = (S.ACCEPTED, S.INITIATED, S.PREPARED, S.EXECUTED)
+PAYMENT_STATES = services.PAYMENT_STATES
 MAX_BACKOFF_SECONDS = 60
 
 

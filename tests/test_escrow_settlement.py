@@ -14,7 +14,6 @@ from settlement.chain.devchain import CHAIN_ID, DEV_KEYS
 from settlement.models import Settlement, SettlementLogEntry
 from settlement.payments import base as payment_backends
 from tests import chain_node
-from tests.client import trade
 
 anvil, chain = chain_node.anvil, chain_node.chain
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -3,7 +3,6 @@ standby takes over from a dead one, and nothing needs resuming by hand."""
 import asyncio
 
 import pytest
-from channels.db import database_sync_to_async
 
 from settlement.models import Settlement, WorkerLease
 from settlement.worker import LEASE_NAME, PaymentWorker

@@ -1,6 +1,5 @@
 """docs/protocol.md section 7: settlement requests, the state machine, mock and escrow payments."""
 import pytest
-from django.test import override_settings
 
 from channels_app.models import Channel, Position
 from settlement import services as engine
