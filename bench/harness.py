@@ -211,13 +211,17 @@ async def run_share(scenario: str, urls: list[str], pairs: list[int], duration: 
     elif scenario in ("record_trade", "record_trades"):
         channels = []
         for pair in pairs:
-            alice = await broker(urls[(2 * pair) % len(urls)], Account.create())
-            bob_account = Account.create()
+            alice_account, bob_account = Account.create(), Account.create()
+            alice = await broker(urls[(2 * pair) % len(urls)], alice_account)
             bob = await broker(urls[(2 * pair + 1) % len(urls)], bob_account)
             for conn in (alice, bob):  # no reply: notifications follow, carrying this reqid
                 await conn.ws.send(json.dumps({"event": "subscribe_notifications", "reqid": 9000}))
+            deposit = "1000000000000"
             opened = await alice.request("open_channel", {"peer": {"address": bob_account.address},
-                                                          "margin_deposit": "1000000000000"})
+                                                          "margin_deposit": deposit})
+            # Bob consents (docs/protocol.md section 4): the same request back opens Alice's proposal.
+            await bob.request("open_channel", {"peer": {"address": alice_account.address},
+                                               "margin_deposit": deposit})
             channels.append((opened["data"]["channel_id"], alice, bob))
             conns += [alice, bob]
         recorded = {c[0]: 0 for c in channels}

@@ -4,6 +4,8 @@ at start-up (operatorapi/asgi.py): outside development (``GENERATE_MISSING_KEYS`
 - ``operatorapi.E001``: SECRET_KEY, OPERATOR_PRIVATE_KEY or JWT_PRIVATE_KEY is not set (one error each).
 - ``operatorapi.E002``: OPERATOR_PRIVATE_KEY is not a secp256k1 private key.
 - ``operatorapi.E003``: JWT_PRIVATE_KEY is not a P-256 private key in PEM.
+- ``operatorapi.E004``: a risk setting (CHANNEL_ACCEPT_POLICY, CHANNEL_ACCEPT_SECONDS, MARGIN_MAINTENANCE_RATE,
+  MARGIN_FORCED_SETTLEMENT_METHOD) has a value the rules cannot work with.
 
 No message ever quotes a key.
 """
@@ -13,7 +15,7 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from channels_app import identity
+from channels_app import identity, risk
 
 # A key an earlier (development) start generated into VAR_DIR: named in the hint, so its identity can be kept.
 GENERATED_FILES = {"SECRET_KEY": identity.SECRET_KEY_FILE, "OPERATOR_PRIVATE_KEY": identity.OPERATOR_KEY_FILE,
@@ -54,4 +56,26 @@ def check_operator_keys(app_configs=None, **kwargs) -> list[checks.CheckMessage]
             errors.append(checks.Error(
                 f"{exc}.", hint=f"Set JWT_PRIVATE_KEY to {identity.KEY_VARIABLES['JWT_PRIVATE_KEY']} (newlines may "
                                 "be written as \\n).", id="operatorapi.E003"))
+    return errors
+
+
+@checks.register()
+def check_risk_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    errors = []
+
+    def error(message, hint):
+        errors.append(checks.Error(message, hint=hint, id="operatorapi.E004"))
+
+    if settings.CHANNEL_ACCEPT_POLICY not in ("consent", "auto"):
+        error(f"CHANNEL_ACCEPT_POLICY is {settings.CHANNEL_ACCEPT_POLICY!r}.",
+              "Set it to \"consent\" (the default) or \"auto\" (testing only).")
+    if not settings.CHANNEL_ACCEPT_SECONDS > 0:
+        error("CHANNEL_ACCEPT_SECONDS must be greater than zero.", "The default is 86400 (a day).")
+    try:
+        risk.parse_rate(settings.MARGIN_MAINTENANCE_RATE)
+    except ValueError as exc:
+        error(f"MARGIN_MAINTENANCE_RATE: {exc}.", "Set it to a decimal string such as \"0.10\" (the default).")
+    if settings.MARGIN_FORCED_SETTLEMENT_METHOD not in settings.PAYMENT_BACKENDS:
+        error(f"MARGIN_FORCED_SETTLEMENT_METHOD is {settings.MARGIN_FORCED_SETTLEMENT_METHOD!r}.",
+              "Set it to one of " + ", ".join(sorted(settings.PAYMENT_BACKENDS)) + ".")
     return errors

@@ -24,6 +24,7 @@ class Code(enum.StrEnum):
     SETTLEMENT_IN_PROGRESS = "settlement_in_progress"
     OPEN_POSITIONS = "open_positions"
     MARGIN_EXCEEDED = "margin_exceeded"
+    MARGIN_CALL = "margin_call"  # a party is in orange or red: only trades that reduce the position
     PAYMENT_METHOD_UNAVAILABLE = "payment_method_unavailable"
 
 

@@ -10,6 +10,7 @@ from django.db.models.functions import Now
 from channels_app.accounting import Book
 from channels_app.formats import no_control_characters
 from channels_app.money import ZERO, ExactDecimalField
+from channels_app.risk import MarginZone
 from channels_app.values import INITIATOR, RESPONDER
 
 
@@ -40,12 +41,15 @@ class ChannelStatus(models.TextChoices):
 
 
 CHANNEL_TRANSITIONS = {
-    ChannelStatus.OPENING: frozenset({ChannelStatus.OPENED}),
+    # opening -> closed: the proposal was withdrawn (close_channel) or not accepted in time (expired)
+    ChannelStatus.OPENING: frozenset({ChannelStatus.OPENED, ChannelStatus.CLOSED}),
     ChannelStatus.OPENED: frozenset({ChannelStatus.SETTLING, ChannelStatus.CLOSING}),
     ChannelStatus.SETTLING: frozenset({ChannelStatus.OPENED}),
     ChannelStatus.CLOSING: frozenset({ChannelStatus.CLOSED}),
 }
 TRADING_STATUSES = frozenset({ChannelStatus.OPENED, ChannelStatus.SETTLING})
+ZONE_VALUES = [zone.value for zone in MarginZone]
+ZONE_CHOICES = [(zone, zone.capitalize()) for zone in ZONE_VALUES]
 
 
 class Channel(models.Model):
@@ -58,6 +62,15 @@ class Channel(models.Model):
         default=ZERO, help_text="Realized PnL (initiator's side) of its closed, unsettled positions: kept here so a "
         "trade does not sum them; every margin balance is computed from it (channels_app.selectors.margins)")
     status = models.CharField(max_length=16, choices=ChannelStatus.choices, default=ChannelStatus.OPENING)
+    # The zones of the latest balances a write computed (trade, mark, settlement): what the back office lists and
+    # filters on, and how an entry into red is told from a stay in it. Replies compute them afresh.
+    initiator_zone = models.CharField(max_length=8, choices=ZONE_CHOICES, default=MarginZone.GREEN.value)
+    responder_zone = models.CharField(max_length=8, choices=ZONE_CHOICES, default=MarginZone.GREEN.value)
+    margin_call_due_at = models.DateTimeField(
+        null=True, blank=True, help_text="Entered red then: the payment worker starts its forced settlement "
+        "(settlement/margin_calls.py) and clears this")
+    margin_call_error = models.CharField(max_length=2000, blank=True,
+                                         help_text="Why the forced settlement could not start yet")
     responder_name = models.CharField(max_length=64, blank=True, help_text="As the initiator named its peer")
     responder_url = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -68,6 +81,8 @@ class Channel(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["initiator", "responder", "nonce"], name="channel_pair_nonce_unique"),
             models.CheckConstraint(condition=~Q(initiator=models.F("responder")), name="channel_distinct_parties"),
+            models.CheckConstraint(condition=Q(initiator_zone__in=ZONE_VALUES) & Q(responder_zone__in=ZONE_VALUES),
+                                   name="channel_zone_valid"),
         ]
 
     def __str__(self):

@@ -9,7 +9,7 @@ from decimal import Decimal
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from channels_app import valuation
+from channels_app import risk, valuation
 from channels_app.errors import channel_not_found
 from channels_app.models import (
     LIVE_POSITION_STATUSES,
@@ -79,14 +79,16 @@ def position_view(position: Position, marks: dict[str, Decimal]) -> PositionView
 
 
 def channel_view(channel: Channel, *, balances: Margins | None = None) -> ChannelView:
-    """The channel with its balances (read now unless given)."""
+    """The channel with its balances (read now unless given) and their zones."""
+    balances = balances if balances is not None else margins(channel)
     return ChannelView(
         channel_id=channel.channel_id,
         status=channel.status,
         initiator=Party(channel.initiator.address, channel.initiator.name, channel.initiator.url),
         responder=Party(channel.responder.address, channel.responder_name, channel.responder_url),
         margin_deposit=channel.margin_deposit,
-        margins=balances if balances is not None else margins(channel),
+        margins=balances,
+        zones=risk.zones(balances, channel.margin_deposit),
         created_at=channel.created_at,
     )
 

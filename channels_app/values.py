@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 from channels_app import accounting
 from channels_app.accounting import Book
+from channels_app.risk import Zones
 
 INITIATOR, RESPONDER = "Initiator", "Responder"
 ROLES = (INITIATOR, RESPONDER)
@@ -70,6 +71,7 @@ class ChannelView:
     responder: Party  # name and url as the initiator gave them for its counterparty
     margin_deposit: Decimal
     margins: Margins
+    zones: Zones  # of ``margins`` (channels_app.risk)
     created_at: datetime | None = None
 
     def counterparty(self, role: str) -> Party:

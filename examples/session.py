@@ -88,11 +88,17 @@ class Broker:
 
 async def main(url: str) -> None:
     async with Broker("alice", url) as alice, Broker("bob", url) as bob:
-        print("\n# Alice opens a channel with Bob, 1000 margin each")
+        print("\n# Alice proposes a channel with Bob, 1000 margin each; Bob consents with the same request back")
         reply = await alice.request("open_channel", {"peer": {"address": bob.account.address, "name": "Bob"},
                                                      "margin_deposit": "1000"})
         channel_id = reply["data"]["channel_id"]
-        await bob.wait_for("stream_notification", action="channelOpened")
+        await bob.wait_for("stream_notification", action="channelOpened", channel_status="opening")
+        reply = await bob.request("open_channel", {"peer": {"address": alice.account.address, "name": "Alice"},
+                                                   "margin_deposit": "1000"})
+        if reply["data"]["channel_id"] != channel_id:
+            raise SessionError(f"Bob's consent opened {reply['data']['channel_id']}, not {channel_id}")
+        for broker in (alice, bob):
+            await broker.wait_for("stream_notification", action="channelOpened", channel_status="opened")
 
         print("\n# Alice buys 2 ETH/USD at 100 from Bob; Bob then buys 1 back at 110 (Alice sells)")
         now = int(time.time())

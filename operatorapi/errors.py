@@ -28,6 +28,7 @@ class ErrorCode(enum.StrEnum):
     SETTLEMENT_IN_PROGRESS = "settlement_in_progress"
     OPEN_POSITIONS = "open_positions"
     MARGIN_EXCEEDED = "margin_exceeded"
+    MARGIN_CALL = "margin_call"
     PAYMENT_METHOD_UNAVAILABLE = "payment_method_unavailable"
     RATE_LIMITED = "rate_limited"
     CONNECTION_LIMIT = "connection_limit"
@@ -52,6 +53,7 @@ WIRE_CODES: dict[Code, ErrorCode] = {
     Code.SETTLEMENT_IN_PROGRESS: ErrorCode.SETTLEMENT_IN_PROGRESS,
     Code.OPEN_POSITIONS: ErrorCode.OPEN_POSITIONS,
     Code.MARGIN_EXCEEDED: ErrorCode.MARGIN_EXCEEDED,
+    Code.MARGIN_CALL: ErrorCode.MARGIN_CALL,
     Code.PAYMENT_METHOD_UNAVAILABLE: ErrorCode.PAYMENT_METHOD_UNAVAILABLE,
 }
 if set(WIRE_CODES) != set(Code):

@@ -47,6 +47,8 @@ def channel_payload(channel: ChannelView, role: str) -> dict:
         "margin_deposit": fmt(channel.margin_deposit),
         "initiator_margin_balance": fmt(channel.margins.initiator),
         "follower_margin_balance": fmt(channel.margins.responder),
+        "initiator_margin_zone": str(channel.zones.initiator),
+        "follower_margin_zone": str(channel.zones.responder),
     }
 
 
@@ -60,7 +62,8 @@ def settlement_payload(settlement: SettlementView, role: str) -> dict:
         "chain_id": settlement.chain_id,
         "markets": list(settlement.markets),
         "ledger": [
-            {"asset": line.asset, "initiator_owes": line.initiator_owes, "responder_owes": line.responder_owes}
+            {"asset": line.asset, "initiator_owes": line.initiator_owes, "responder_owes": line.responder_owes,
+             "shortfall": line.shortfall}
             for line in settlement.ledger
         ],
         "my_role": role,

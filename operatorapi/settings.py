@@ -204,6 +204,15 @@ AUTH_LOCKOUT_SECONDS = env.int("AUTH_LOCKOUT_SECONDS", default=300)
 SHUTDOWN_GRACE_SECONDS = env.float("SHUTDOWN_GRACE_SECONDS", default=10.0)
 CHANNEL_APP_DEFINITION = env.str("CHANNEL_APP_DEFINITION", default="0x" + "0" * 40)
 CHANNEL_CHALLENGE_DURATION = env.int("CHANNEL_CHALLENGE_DURATION", default=86400)
+# Channels (docs/protocol.md section 4): "consent" opens a channel only when the responder sends open_channel back
+# with the same deposit (a proposal not accepted within CHANNEL_ACCEPT_SECONDS expires to closed); "auto" opens at
+# once, the behaviour before consent existed, for testing only.
+CHANNEL_ACCEPT_POLICY = env.str("CHANNEL_ACCEPT_POLICY", default="consent")
+CHANNEL_ACCEPT_SECONDS = env.float("CHANNEL_ACCEPT_SECONDS", default=86400.0)
+# Margin zones (channels_app/risk.py): a party's balance as a share of the deposit against the maintenance margin
+# rate: green >= 2 x rate, orange >= rate, red below. Entering red starts a forced settlement of the open markets
+# with MARGIN_FORCED_SETTLEMENT_METHOD. A decimal string (0 < rate < 0.5), read exactly: never a float.
+MARGIN_MAINTENANCE_RATE = env.str("MARGIN_MAINTENANCE_RATE", default="0.10")
 # Settlement: the counterparty's acceptance policy ("auto" accepts at once, "manual" waits for back office).
 SETTLEMENT_ACCEPT_POLICY = env.str("SETTLEMENT_ACCEPT_POLICY", default="auto")
 # Payment methods and their backends (settlement/payments/).
@@ -222,6 +231,9 @@ ESCROW_CONFIRMATIONS = env.int("ESCROW_CONFIRMATIONS", default=2)
 ESCROW_FUNDING_SECONDS = env.int("ESCROW_FUNDING_SECONDS", default=3600)
 ESCROW_RPC_TIMEOUT_SECONDS = env.float("ESCROW_RPC_TIMEOUT_SECONDS", default=10.0)
 ESCROW_EXPLORER_URL = env.str("ESCROW_EXPLORER_URL", default="")  # e.g. https://etherscan.io (links in back office)
+# The forced settlement of a channel that entered red (settlement/margin_calls.py): escrow where a chain is configured.
+MARGIN_FORCED_SETTLEMENT_METHOD = env.str("MARGIN_FORCED_SETTLEMENT_METHOD",
+                                          default="escrow" if ESCROW_RPC_URL else "mock")
 # Test hook only (settlement/failpoints.py): named places where the payment worker exits at once. Empty in production.
 FAILPOINTS = env.list("FAILPOINTS", default=[])
 # bench/: serve the bare echo consumer at /bench/echo as the benchmark's baseline.

@@ -22,3 +22,10 @@ def build_ledger(initiator_pnl_by_market: dict[str, Decimal]) -> list[dict]:
         }
         for asset, net in sorted(per_asset.items())
     ]
+
+
+def shortfall(line: dict, deposit: Decimal) -> str:
+    """What a ledger line bills beyond the debtor's deposit (a mark jumped past red): still owed, but the margin
+    does not cover it. "0" when the deposit covers the bill (docs/protocol.md section 7)."""
+    owed = max(Decimal(line["initiator_owes"]), Decimal(line["responder_owes"]))
+    return fmt(MONEY.subtract(owed, deposit) if owed > deposit else ZERO)

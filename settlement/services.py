@@ -13,6 +13,7 @@ from channels_app.errors import Code, DomainError, channel_not_found
 from channels_app.models import POSITION_TRANSITIONS, Channel, ChannelStatus, Peer, Position, PositionStatus
 from channels_app.money import MONEY, ZERO
 from channels_app.notices import StreamAction, notify_channel, notify_positions
+from channels_app.services import zones
 from channels_app.services.channels import transition_channel
 from channels_app.services.recompute import refresh_closed_pnl
 from channels_app.statemachine import InvalidTransition, check_transition, move
@@ -59,9 +60,18 @@ def propose_settlement(*, channel_id: str, payment_method: str, chain_id: int, m
                         requested_by=None, actor=actor, note=note)
 
 
+def propose_forced(channel: Channel, *, payment_method: str, chain_id: int, markets: list[str],
+                   note: str) -> Settlement:
+    """The operator's forced settlement of a channel in red (settlement/margin_calls.py; caller holds the lock).
+    A market may be one with only flat, unsettled positions: their realized losses are what put it in red."""
+    return _propose(channel, payment_method=payment_method, chain_id=chain_id, markets=markets, requested_by=None,
+                    actor=OPERATOR_ACTOR, note=note, flat_markets=True)
+
+
 def _propose(channel: Channel, *, payment_method: str, chain_id: int, markets: list[str], requested_by,
-             actor: str, note: str = "") -> Settlement:
-    """Freeze the markets' open positions at the mark and compute the ledger (caller holds the channel lock)."""
+             actor: str, note: str = "", flat_markets: bool = False) -> Settlement:
+    """Freeze the markets' open positions at the mark and compute the ledger (caller holds the channel lock).
+    ``flat_markets``: a market without an open position is settled for its flat ones (else it is refused)."""
     if len(set(markets)) != len(markets) or not markets:
         raise DomainError(Code.INVALID_INPUT, "markets: name each market once, at least one")
     backend = get_backend(payment_method)
@@ -74,11 +84,14 @@ def _propose(channel: Channel, *, payment_method: str, chain_id: int, markets: l
 
     positions = list(channel.positions.filter(status__in=(PositionStatus.OPEN, PositionStatus.CLOSED)))
     open_by_market = {p.market: p for p in positions if p.status == PositionStatus.OPEN}
-    missing = [m for m in markets if m not in open_by_market]
+    settleable = set(open_by_market)
+    if flat_markets:
+        settleable |= {p.market for p in positions}
+    missing = [m for m in markets if m not in settleable]
     if missing:
         raise DomainError(Code.INVALID_MARKET, "no open position in " + ", ".join(missing))
     marks = selectors.marks_for(markets)
-    frozen = [open_by_market[m] for m in markets]
+    frozen = [open_by_market[m] for m in markets if m in open_by_market]
     for position in frozen:
         position.settle_price = position_mark(position, marks)
         move(position, PositionStatus.IN_SETTLEMENT, table=POSITION_TRANSITIONS)
@@ -149,7 +162,8 @@ def _apply(settlement: Settlement, target: SettlementState, *, actor: str, note:
 def _lock_channel(settlement: Settlement):
     channel = settlement.channel
     type(channel).objects.select_for_update(of=("self",)).filter(pk=channel.pk).first()
-    channel.refresh_from_db(fields=["status"])
+    channel.refresh_from_db(fields=["status", "closed_pnl", "initiator_zone", "responder_zone", "margin_call_due_at",
+                                    "margin_call_error"])
     return channel
 
 
@@ -163,7 +177,9 @@ def _complete(settlement: Settlement) -> None:
     refresh_closed_pnl(channel)  # the flat ones it paid are no longer closed-and-unsettled
     transition_channel(channel, ChannelStatus.OPENED)
     notify_positions(channel, [p for p in settled if p.settle_price is not None], {})
-    notify_channel(channel, StreamAction.CHANNEL_SETTLED)
+    balances = selectors.margins(channel)
+    zones.track(channel, balances)  # paid: the PnL left the balances (out of red, a new entry calls again)
+    notify_channel(channel, StreamAction.CHANNEL_SETTLED, balances)
 
 
 def _unfreeze(settlement: Settlement) -> None:
@@ -200,7 +216,9 @@ def _unfreeze(settlement: Settlement) -> None:
     live = selectors.live_positions_of(channel)
     marks = selectors.marks_for({*(p.market for p in live), *(p.market for p in changed)})
     notify_positions(channel, changed, marks)
-    notify_channel(channel, StreamAction.MARGIN_UPDATED, selectors.margins(channel, live_positions=live, marks=marks))
+    balances = selectors.margins(channel, live_positions=live, marks=marks)
+    zones.track(channel, balances)
+    notify_channel(channel, StreamAction.MARGIN_UPDATED, balances)
 
 
 # --- the payment: recorded here, driven by the payment worker (settlement/worker.py) --------------------------

@@ -3,15 +3,18 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from channels_app import outbox, selectors
+from settlement.ledger import shortfall
 
 
 @dataclass(frozen=True)
 class LedgerLine:
-    """Per QUOTE asset, net: what each side owes the other (decimal strings, as stored; one of the two is "0")."""
+    """Per QUOTE asset, net: what each side owes the other (decimal strings, as stored; one of the two is "0"), and
+    the part of it the debtor's deposit does not cover (``shortfall``, "0" when covered)."""
 
     asset: str
     initiator_owes: str
     responder_owes: str
+    shortfall: str = "0"
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,8 @@ def settlement_view(settlement, *, with_history: bool = False) -> SettlementView
         payment_method=settlement.payment_method,
         chain_id=settlement.chain_id,
         markets=tuple(settlement.markets),
-        ledger=tuple(LedgerLine(**line) for line in settlement.ledger),
+        ledger=tuple(LedgerLine(**line, shortfall=shortfall(line, settlement.channel.margin_deposit))
+                     for line in settlement.ledger),
         created_at=settlement.created_at,
         history=tuple((t.to_state, t.at) for t in settlement.transitions.all()) if with_history else (),
         escrow=settlement.escrow,

@@ -22,7 +22,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from settlement import services
+from channels_app.services import channels
+from settlement import margin_calls, services
 from settlement.models import Settlement, SettlementLogEntry, SettlementState, WorkerLease
 from settlement.payments.base import Funding, PaymentError, get_backend
 
@@ -75,7 +76,11 @@ class PaymentWorker:
     def run_once(self) -> int:
         """Drive every due settlement as far as it goes now; the number of state changes made.
 
-        The lease is taken (or renewed) only when there is work, so an idle worker writes nothing."""
+        The lease is taken (or renewed) only when there is work, so an idle worker writes nothing. First, the
+        round's database-only duties, which need no lease (each is idempotent under row locks): channel proposals
+        past their time expire, and due margin calls start their forced settlements."""
+        channels.expire_proposals()
+        margin_calls.start_due()
         due = list(Settlement.objects.filter(state__in=PAYMENT_STATES).filter(
             Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=timezone.now())).order_by("id").values_list(
             "pk", flat=True))

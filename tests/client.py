@@ -50,6 +50,7 @@ class ProtocolClient:
         self.notes: list[dict] = []
         self.greeting: list[dict] = []
         self.challenge = None
+        self.logged_in = False
 
     # --- transport ------------------------------------------------------------------------------------------
     async def connect(self):
@@ -112,6 +113,7 @@ class ProtocolClient:
     # --- protocol steps -------------------------------------------------------------------------------------
     async def login(self):
         await self.ok("authenticate", {"challenge": self.challenge, "signature": sign(self.account, self.challenge)})
+        self.logged_in = True
         return self
 
     async def subscribe(self):
@@ -135,9 +137,18 @@ class ProtocolClient:
                 return frame
             self.notes.append(frame)
 
-    async def open_channel(self, responder, deposit="1000", **peer_extra) -> str:
+    async def open_channel(self, responder, deposit="1000", *, accept=True, **peer_extra) -> str:
+        """Propose a channel to ``responder``; a logged-in responder then consents (``accept``) by sending
+        ``open_channel`` back with the same deposit, which opens it (docs/protocol.md section 4)."""
         frame = await self.ok("open_channel", {"peer": {"address": responder.address, **peer_extra},
                                                "margin_deposit": deposit})
+        channel_id = frame["data"]["channel_id"]
+        if accept and getattr(responder, "logged_in", False):
+            assert await responder.accept_channel(self, deposit) == channel_id
+        return channel_id
+
+    async def accept_channel(self, initiator, deposit="1000") -> str:
+        frame = await self.ok("open_channel", {"peer": {"address": initiator.address}, "margin_deposit": deposit})
         return frame["data"]["channel_id"]
 
     async def record(self, channel_id, **kwargs) -> dict:

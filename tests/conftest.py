@@ -47,7 +47,7 @@ async def pair(connect):
     bob = await (await connect()).subscribe()
     channel_id = await alice.open_channel(bob, deposit="1000", name="Bob", url="https://bob.example")
     for client in (alice, bob):
-        await client.notification("stream_notification", action="channelOpened")
+        await client.notification("stream_notification", action="channelOpened", channel_status="opened")
     return alice, bob, channel_id
 
 

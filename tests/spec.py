@@ -54,14 +54,27 @@ def assert_server_frame(frame: dict) -> None:
         failures.append(f"{name}: " + "; ".join(e.message for e in errors))
     else:
         raise AssertionError(f"server frame violates the spec: {frame!r}\n" + "\n".join(failures))
-    escrow = (frame.get("data") or {}).get("escrow") if frame.get("event") == "settlement_notification" else None
-    if escrow is not None:  # the spec allows additional fields; docs/escrow.md section 4 gives this one's shape
-        errors = [e.message for e in _escrow_validator().iter_errors(escrow)]
-        assert not errors, f"settlement_notification's escrow violates docs/extensions.yaml: {escrow!r}\n{errors}"
+    # The spec allows additional fields; docs/extensions.yaml gives the shape of the ones this operator adds.
+    data = frame.get("data") or {}
+    if frame.get("event") == "stream_notification":
+        for field in ("initiator_margin_zone", "follower_margin_zone"):
+            assert field in data, f"stream_notification without {field}: {frame!r}"
+            _assert_extension("marginZone", data[field], frame)
+    if frame.get("event") == "settlement_notification":
+        if data.get("escrow") is not None:
+            _assert_extension("escrow", data["escrow"], frame)
+        for line in data.get("ledger") or ():
+            assert "shortfall" in line, f"settlement_notification ledger line without shortfall: {frame!r}"
+            _assert_extension("decimal", line["shortfall"], frame)
 
 
-@lru_cache(maxsize=1)
-def _escrow_validator() -> Draft202012Validator:
+def _assert_extension(definition: str, value, frame: dict) -> None:
+    errors = [e.message for e in _extension_validator(definition).iter_errors(value)]
+    assert not errors, f"{definition} violates docs/extensions.yaml in {frame!r}\n{errors}"
+
+
+@lru_cache(maxsize=None)
+def _extension_validator(definition: str) -> Draft202012Validator:
     extensions = yaml.safe_load(EXTENSIONS_PATH.read_text())
     registry = Registry().with_resource(EXTENSIONS_URI, Resource(contents=extensions, specification=DRAFT202012))
-    return Draft202012Validator({"$ref": f"{EXTENSIONS_URI}#/$defs/escrow"}, registry=registry)
+    return Draft202012Validator({"$ref": f"{EXTENSIONS_URI}#/$defs/{definition}"}, registry=registry)

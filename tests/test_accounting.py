@@ -1,13 +1,14 @@
 """Pure accounting (channels_app/accounting.py, settlement/ledger.py): properties that must hold for any trades."""
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from channels_app import accounting
+from channels_app import accounting, risk
 from channels_app.accounting import apply_trade, mirror, replay, total_pnl
 from channels_app.money import MONEY, fmt, parse_amount
-from settlement.ledger import build_ledger
+from settlement.ledger import build_ledger, shortfall
 
 decimals = st.decimals(min_value=Decimal("0.000001"), max_value=Decimal("1000000"), places=6, allow_nan=False,
                        allow_infinity=False)
@@ -72,3 +73,39 @@ def test_ledger_nets_per_quote_asset():
         {"asset": "USD", "initiator_owes": "30", "responder_owes": "0"},
         {"asset": "USDT", "initiator_owes": "0", "responder_owes": "7.5"},
     ]
+
+
+def test_a_ledger_lines_shortfall_is_what_the_deposit_does_not_cover():
+    line = {"asset": "USD", "initiator_owes": "0", "responder_owes": "150"}
+    assert shortfall(line, Decimal("100")) == "50"
+    assert shortfall(line, Decimal("150")) == "0"
+    assert shortfall({"asset": "USD", "initiator_owes": "100.000000000000000001", "responder_owes": "0"},
+                     Decimal("100")) == "0.000000000000000001"
+
+
+@given(st.decimals(min_value=1, max_value=10**9, places=6), st.decimals(min_value=-10**9, max_value=10**9, places=18),
+       st.sampled_from(["0.10", "0.05", "0.25", "0.000001"]))
+def test_a_zone_follows_the_balance_as_a_share_of_the_deposit_exactly(deposit, balance, rate_text):
+    rate = risk.parse_rate(rate_text)
+    zone = risk.zone_of(balance, deposit, rate)
+    maintenance = MONEY.multiply(deposit, rate)
+    assert zone == (risk.MarginZone.GREEN if balance >= MONEY.multiply(maintenance, 2) else
+                    risk.MarginZone.ORANGE if balance >= maintenance else risk.MarginZone.RED)
+    # the boundaries themselves: exactly 2 x and 1 x the rate are green and orange; a hair below is the next zone
+    hair = Decimal("1e-30")
+    assert risk.zone_of(MONEY.multiply(maintenance, 2), deposit, rate) == risk.MarginZone.GREEN
+    assert risk.zone_of(MONEY.subtract(MONEY.multiply(maintenance, 2), hair), deposit, rate) == risk.MarginZone.ORANGE
+    assert risk.zone_of(maintenance, deposit, rate) == risk.MarginZone.ORANGE
+    assert risk.zone_of(MONEY.subtract(maintenance, hair), deposit, rate) == risk.MarginZone.RED
+
+
+@given(st.decimals(min_value=-100, max_value=100, places=3), st.decimals(min_value=-100, max_value=100, places=3))
+def test_a_trade_reduces_a_position_only_when_it_shrinks_it_without_flipping(before, after):
+    shrinks = abs(after) < abs(before) and (after == 0 or (after > 0) == (before > 0))
+    assert risk.reduces(before, after) == shrinks
+
+
+@pytest.mark.parametrize("text", ["0", "0.5", "1", "-0.1", "abc", "NaN", "Infinity", ""])
+def test_a_maintenance_rate_outside_0_to_half_is_refused(text):
+    with pytest.raises(ValueError):
+        risk.parse_rate(text)

@@ -26,15 +26,17 @@ async def test_open_channel_replies_with_the_nitro_channel_id_and_both_parties_h
                                                      "url": "wss://bob.example/ws"}, "margin_deposit": "1500.50"})
     channel_id = reply["data"]["channel_id"]
     assert channel_id == nitro_channel_id(alice.address, bob.address, 0)
+    assert await bob.accept_channel(alice, "1500.5") == channel_id  # consent: the same deposit, written otherwise
 
-    seen_by_alice = await alice.notification("stream_notification", action="channelOpened")
+    seen_by_alice = await alice.notification("stream_notification", action="channelOpened", channel_status="opened")
     assert seen_by_alice["reqid"] == 9000
     assert seen_by_alice["data"] == {
         "channel_id": channel_id, "action": "channelOpened", "channel_status": "opened", "my_role": "Initiator",
         "peer": {"address": bob.address, "name": "Bob", "url": "wss://bob.example/ws"},
         "margin_deposit": "1500.5", "initiator_margin_balance": "1500.5", "follower_margin_balance": "1500.5",
+        "initiator_margin_zone": "green", "follower_margin_zone": "green",
     }
-    seen_by_bob = await bob.notification("stream_notification", action="channelOpened")
+    seen_by_bob = await bob.notification("stream_notification", action="channelOpened", channel_status="opened")
     assert seen_by_bob["data"]["my_role"] == "Responder"
     assert seen_by_bob["data"]["peer"] == {"address": alice.address}
     channel = await Channel.objects.aget(channel_id=channel_id)

@@ -42,7 +42,7 @@ async def brokers(connect, escrow_env):
     bob = await (await connect(Account.from_key(DEV_KEYS[1]))).subscribe()
     channel_id = await alice.open_channel(bob, deposit="100000")
     for client in (alice, bob):
-        await client.notification("stream_notification", action="channelOpened")
+        await client.notification("stream_notification", action="channelOpened", channel_status="opened")
     return alice, bob, channel_id
 
 

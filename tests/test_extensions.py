@@ -136,6 +136,7 @@ async def test_channels_lists_the_peers_channels_from_its_side(connect):
         "channel_id": first, "channel_status": "opened", "my_role": "Initiator",
         "peer": {"address": bob.address, "name": "Bob"}, "margin_deposit": "100",
         "initiator_margin_balance": "120", "follower_margin_balance": "80",
+        "initiator_margin_zone": "green", "follower_margin_zone": "green",
     }
     assert listed[1]["my_role"] == "Responder" and listed[1]["channel_status"] == "closed"
     opened = (await alice.ok("channels", {"status": "opened"}))["data"]["channels"]
@@ -162,7 +163,8 @@ async def test_settlements_shows_a_channels_history_to_its_parties_only(pair, co
         assert [h["state"] for h in settled["history"]] == [
             "proposed", "accepted", "initiated", "prepared", "executed", "completed"]
         # alice long 2 @100 then sold 1 @130: realized +30, long 1 marked at 130: +30 => responder owes 60
-        assert settled["ledger"] == [{"asset": "USD", "initiator_owes": "0", "responder_owes": "60"}]
+        assert settled["ledger"] == [{"asset": "USD", "initiator_owes": "0", "responder_owes": "60",
+                                      "shortfall": "0"}]
     outsider = await connect()
     await outsider.error("settlements", {"channel_id": channel_id}, code="channel_not_found")
     await outsider.error("record_trades", {"channel_id": channel_id, "trades": items(WALK[:1])},

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from operatorapi.events import Event
 from channels_app.models import Channel, MarkPrice, Peer, Position, Trade
-from channels_app.services.channels import open_channel
 from settlement.models import Settlement
 from tests.client import NOTIFICATION_EVENTS, Client
+from tests.factories import opened_channel
 
 MIN_FRAMES = 2000
 EXAMPLES = 100
@@ -177,7 +177,8 @@ def fuzz_target(transactional_db):
     """Alice's channel with Bob (one trade on it), and Alice's key: the fuzzer speaks as Alice."""
     alice_account, bob_account = Account.create(), Account.create()
     alice = Peer.objects.create(address=alice_account.address)
-    channel = open_channel(initiator=alice, responder_address=bob_account.address, margin_deposit=Decimal("1000"))
+    channel = opened_channel(initiator=alice, responder_address=bob_account.address,
+                             margin_deposit=Decimal("1000"))
     return alice_account, channel.channel_id, Account.create().address
 
 

@@ -16,11 +16,11 @@ from channels_app.errors import DomainError
 from channels_app.models import Channel, Peer, Position, PositionStatus
 from channels_app.money import MONEY, ZERO
 from channels_app.services import marks, trades
-from channels_app.services.channels import open_channel
 from settlement import services as settlement_services
 from settlement.models import Settlement, SettlementState
 from settlement.worker import PaymentWorker
 from tests.client import EXECUTED_AT
+from tests.factories import opened_channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,8 +43,8 @@ async def test_a_drifted_closed_pnl_total_is_seen_alike_by_every_caller_and_reco
     assert await channels_reply(bob, channel_id) == ("2010", "-10")
     margin = await alice.error("record_trade", {"channel_id": channel_id, "external_id": "3", "market": "ETH/USD",
                                                 "direction": "buy", "amount": "1", "price": "100",
-                                                "executed_at": EXECUTED_AT}, code="margin_exceeded")
-    assert "initiator 2010, responder -10" in margin["error"]
+                                                "executed_at": EXECUTED_AT}, code="margin_call")
+    assert "responder's margin balance -10 is in red" in margin["error"]
 
     # ... and recompute_positions says so, and --fix repairs it.
     with pytest.raises(CommandError, match="0 position\\(s\\) and 1 channel total\\(s\\) differ"):
@@ -133,8 +133,8 @@ def test_on_random_histories_the_running_total_equals_the_rows_and_margins_equal
     def run(history):
         initiator = Peer.objects.create(address=Account.create().address)
         responder = Peer.objects.create(address=Account.create().address)
-        channel = open_channel(initiator=initiator, responder_address=responder.address,
-                               margin_deposit=Decimal("5000"))
+        channel = opened_channel(initiator=initiator, responder_address=responder.address,
+                                 margin_deposit=Decimal("5000"))
         play(channel, initiator, responder, history)
         assert not Position.objects.filter(channel=channel, status="open").values("market").annotate(
             n=Count("id")).filter(n__gt=1).exists()

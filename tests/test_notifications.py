@@ -22,7 +22,7 @@ async def test_subscribers_hear_of_channels_opened_after_they_subscribed(connect
     alice = await connect()
     bob = await (await connect()).subscribe()
     channel_id = await alice.open_channel(bob)
-    note = await bob.notification("stream_notification", action="channelOpened")
+    note = await bob.notification("stream_notification", action="channelOpened", channel_status="opened")
     assert note["data"]["channel_id"] == channel_id and note["data"]["my_role"] == "Responder"
     await alice.expect_nothing()  # alice did not subscribe
 

@@ -14,6 +14,7 @@ from channels_app.errors import DomainError
 from channels_app.models import Channel, Peer, Position, Trade
 from channels_app.money import MONEY
 from channels_app.services.channels import open_channel
+from tests.factories import opened_channel
 from channels_app.services.trades import TradeInput, record_trade
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,7 +32,7 @@ def in_thread(fn):
 def test_concurrent_trades_and_replays_on_one_channel_are_all_stored_once_and_positions_are_exact():
     alice = Peer.objects.create(address=Account.create().address)
     bob = Peer.objects.create(address=Account.create().address)
-    channel = open_channel(initiator=alice, responder_address=bob.address, margin_deposit=Decimal("1000000"))
+    channel = opened_channel(initiator=alice, responder_address=bob.address, margin_deposit=Decimal("1000000"))
     now = int(time.time())
 
     def data(i):

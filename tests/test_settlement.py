@@ -38,7 +38,7 @@ async def test_mock_settlement_runs_from_proposed_to_completed_and_pays_the_pnl(
         data = completed["data"]
         assert data["settlement_state"] == "completed" and data["my_role"] == role
         assert data["markets"] == ["ETH/USD"]
-        assert data["ledger"] == [{"asset": "USD", "initiator_owes": "0", "responder_owes": "60"}]
+        assert data["ledger"] == [{"asset": "USD", "initiator_owes": "0", "responder_owes": "60", "shortfall": "0"}]
         settled = await client.notification("stream_notification", action="channelSettled")
         assert settled["data"]["channel_status"] == "opened"
         # ETH/USD PnL is paid and leaves the margins; BTC/USDT (flat mark, pnl 0) stays

@@ -1,4 +1,5 @@
-"""Mark prices: setting one revalues every unsettled position in that market, and both parties hear of it."""
+"""Mark prices: setting one revalues every unsettled position in that market (and so the channels' margin zones),
+and both parties hear of it."""
 from decimal import Decimal
 
 from django.db import transaction
@@ -8,6 +9,7 @@ from channels_app.errors import Code, DomainError
 from channels_app.formats import MARKET_RE
 from channels_app.models import Channel, MarkPrice, Position, PositionStatus
 from channels_app.notices import StreamAction, notify_channel, notify_positions
+from channels_app.services import zones
 
 
 def set_mark(*, market: str, price: Decimal, source: str = "") -> MarkPrice:
@@ -22,11 +24,15 @@ def set_mark(*, market: str, price: Decimal, source: str = "") -> MarkPrice:
         channel_ids = (
             Position.objects.filter(market=market, status=PositionStatus.OPEN).values_list("channel_id", flat=True)
         )
-        for channel in Channel.objects.filter(pk__in=channel_ids).select_related("initiator", "responder"):
+        # Each channel's row is locked (in key order, as every writer of several channels takes them): its zones
+        # move with the mark, and a trade recorded meanwhile must see them.
+        channels = Channel.objects.filter(pk__in=channel_ids).select_related("initiator", "responder")
+        for channel in channels.select_for_update(of=("self",)).order_by("pk"):
             live = selectors.live_positions_of(channel)
             marks = selectors.marks_for(p.market for p in live)
+            balances = selectors.margins(channel, live_positions=live, marks=marks)
+            zones.track(channel, balances)
             notify_positions(channel, [p for p in live if p.market == market and p.status == PositionStatus.OPEN],
                              marks)
-            notify_channel(channel, StreamAction.MARGIN_UPDATED,
-                           selectors.margins(channel, live_positions=live, marks=marks))
+            notify_channel(channel, StreamAction.MARGIN_UPDATED, balances)
     return mark

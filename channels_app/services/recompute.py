@@ -9,7 +9,8 @@ from django.db.models import Q
 
 from channels_app import accounting, selectors
 from channels_app.errors import Code, DomainError
-from channels_app.models import POSITION_TRANSITIONS, Channel, Position, PositionStatus, Trade
+from channels_app.models import POSITION_TRANSITIONS, Channel, ChannelStatus, Position, PositionStatus, Trade
+from channels_app.services import zones
 from channels_app.statemachine import move
 
 
@@ -99,6 +100,8 @@ def recompute_positions(*, channel_id: str | None = None, fix: bool = False,
                     if on_fix:
                         on_fix(total_drift)
                 totals.append(total_drift)
+            if fix and channel.status != ChannelStatus.CLOSED:  # fixed balances: the zones follow (a margin call)
+                zones.track(channel, selectors.margins(channel))
         if progress:
             progress(done, total)
     return Report(drifts, totals)

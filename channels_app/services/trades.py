@@ -1,10 +1,15 @@
-"""Recording trades: the trade, its position update and the margin check commit together or not at all."""
+"""Recording trades: the trade, its position update and the margin check commit together or not at all.
+
+The margin check follows the zones (channels_app.risk): a trade that reduces its position is always accepted; any
+other is refused with ``margin_call`` while either party is in orange or red, and with ``margin_exceeded`` when it
+would leave a balance below zero.
+"""
 from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import transaction
 
-from channels_app import accounting, selectors, valuation
+from channels_app import accounting, risk, selectors, valuation
 from channels_app.errors import Code, DomainError
 from channels_app.models import (
     INITIATOR,
@@ -16,8 +21,9 @@ from channels_app.models import (
     PositionStatus,
     Trade,
 )
-from channels_app.money import MONEY, ZERO
+from channels_app.money import MONEY, ZERO, fmt
 from channels_app.notices import StreamAction, notify_channel, notify_positions
+from channels_app.services import zones
 from channels_app.statemachine import move
 
 
@@ -49,6 +55,13 @@ def _same_trade(stored: Trade, item: TradeInput, initiator_direction: str) -> bo
         and stored.price == item.price
         and stored.executed_at == item.executed_at
     )
+
+
+def _margin_call_sentence(zones_now: risk.Zones, balances) -> str:
+    parties = [f"the {name}'s margin balance {fmt(balance)} is in {zone} ({risk.DESCRIPTION[zone]})"
+               for name, zone, balance in zip(("initiator", "responder"), zones_now, balances)
+               if zone != risk.MarginZone.GREEN]
+    return "margin call: " + " and ".join(parties) + "; only a trade that reduces the position is accepted"
 
 
 def record_trades(*, peer: Peer, channel_id: str, trades: list[TradeInput]) -> Recorded:
@@ -84,6 +97,7 @@ def record_trades(*, peer: Peer, channel_id: str, trades: list[TradeInput]) -> R
         pnl = valuation.initiator_pnl(closed_pnl=channel.closed_pnl, live_positions=positions, marks=marks)
         newly_closed = ZERO  # realized PnL of the positions this request closes
         before = after = valuation.margins(deposit=channel.margin_deposit, initiator_pnl=pnl)
+        rate = risk.maintenance_rate()
         open_by_market = {p.market: p for p in positions if p.status == PositionStatus.OPEN}
         touched: dict[int, Position] = {}  # id() -> position changed by this request, in order
         new_trades = []
@@ -93,6 +107,9 @@ def record_trades(*, peer: Peer, channel_id: str, trades: list[TradeInput]) -> R
                 position = open_by_market[item.market] = Position(
                     channel=channel, market=item.market, last_price=item.price
                 )
+            balances_before = after  # the rules apply as if the items were recorded one by one
+            zones_before = risk.zones(balances_before, channel.margin_deposit, rate)
+            quantity_before = position.quantity
             pnl = MONEY.subtract(pnl, accounting.total_pnl(position.book, valuation.position_mark(position, marks)))
             position.set_book(accounting.apply_trade(position.book, initiator_direction, item.amount, item.price))
             position.last_price = item.price
@@ -102,10 +119,14 @@ def record_trades(*, peer: Peer, channel_id: str, trades: list[TradeInput]) -> R
                 newly_closed = MONEY.add(newly_closed, position.realized_pnl)
                 del open_by_market[item.market]
             after = valuation.margins(deposit=channel.margin_deposit, initiator_pnl=pnl)
-            if min(after) < 0:
-                raise DomainError(Code.MARGIN_EXCEEDED, "this trade would leave a margin balance below zero "
-                                  f"(initiator {after.initiator}, responder {after.responder})",
-                                  item=index)
+            if not risk.reduces(quantity_before, position.quantity):
+                if zones_before.worst != risk.MarginZone.GREEN:
+                    raise DomainError(Code.MARGIN_CALL, _margin_call_sentence(zones_before, balances_before),
+                                      item=index)
+                if min(after) < 0:
+                    raise DomainError(Code.MARGIN_EXCEEDED, "this trade would leave a margin balance below zero "
+                                      f"(initiator {after.initiator}, responder {after.responder})",
+                                      item=index)
             touched[id(position)] = position
             new_trades.append(Trade(
                 channel=channel,
@@ -132,6 +153,7 @@ def record_trades(*, peer: Peer, channel_id: str, trades: list[TradeInput]) -> R
         # (its realized PnL is in the marginUpdated); every other touched position is, once, in its final state.
         created_ids = {id(p) for p in created}
         announced = [p for p in touched.values() if not (id(p) in created_ids and p.status == PositionStatus.CLOSED)]
+        zones.track(channel, after)
         notify_positions(channel, announced, marks)
         if after != before:
             notify_channel(channel, StreamAction.MARGIN_UPDATED, after)

@@ -50,6 +50,11 @@ class PaymentBackend:
         """Raise DomainError(payment_method_unavailable) when this method cannot settle these markets on
         ``chain_id`` now (checked when a settlement is requested)."""
 
+    def operator_chain_id(self) -> int:
+        """The chain of a settlement the operator starts itself (a margin call): no chain for a method that moves
+        no money on one (1, as the spec's examples use); a chain method answers the chain it serves."""
+        return 1
+
     def open(self, settlement, *, record: Recorder) -> bool:
         raise PaymentError(f"{self.name} cannot open a payment")
 

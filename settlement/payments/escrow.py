@@ -136,6 +136,12 @@ class EscrowBackend(PaymentBackend):
         self._last_error = ""
         return True
 
+    def operator_chain_id(self) -> int:
+        served = self._verified.get((self.rpc_url, settings.ESCROW_CONTRACT))
+        if served is None:  # never a network call here either: check_available says why
+            self.check_available(chain_id=0, markets=[])
+        return served
+
     def check_available(self, *, chain_id: int, markets: list[str]) -> None:
         if not self.rpc_url or not settings.ESCROW_CONTRACT:
             raise DomainError(Code.PAYMENT_METHOD_UNAVAILABLE, "escrow is not available: no chain is configured on "

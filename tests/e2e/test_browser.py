@@ -104,7 +104,8 @@ async def test_a_clerk_accepts_a_proposed_settlement_in_the_browser(daphne_env, 
             for client, role in ((alice, "Initiator"), (bob, "Responder")):
                 done = await client.notification("settlement_notification", state="completed", timeout=10)
                 assert done["data"]["my_role"] == role
-                assert done["data"]["ledger"] == [{"asset": "USD", "initiator_owes": "0", "responder_owes": "60"}]
+                assert done["data"]["ledger"] == [{"asset": "USD", "initiator_owes": "0", "responder_owes": "60",
+                                                  "shortfall": "0"}]
         finally:
             await alice.close()
             await bob.close()

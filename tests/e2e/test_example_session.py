@@ -48,7 +48,9 @@ def test_the_example_session_runs_every_step_through_close(daphne_server):
         assert "error" not in events, received[who]
         actions = [f["data"].get("action") for f in received[who] if f["event"] == "stream_notification"]
         states = [f["data"]["state"] for f in received[who] if f["event"] == "settlement_notification"]
-        assert "channelOpened" in actions  # 4.
+        opened = [f["data"]["channel_status"] for f in received[who] if f["event"] == "stream_notification"
+                  and f["data"]["action"] == "channelOpened"]
+        assert opened == ["opening", "opened"], opened  # 4. proposed, then consented to
         assert "position_notification" in events and "marginUpdated" in actions  # 5.
         assert states == ["proposed", "accepted", "initiated", "prepared", "executed", "completed"], states  # 8.
         assert "channelSettled" in actions
@@ -63,7 +65,7 @@ def test_the_example_session_runs_every_step_through_close(daphne_server):
         assert event in replies, f"no reply to {event} in:\n{result.stdout}"
     assert sent["alice"][2:] == ["open_channel", "record_trade", "positions", "channel_jwt", "request_settlement",
                                  "close_channel"]
-    assert sent["bob"][2:] == ["record_trade", "positions"]
+    assert sent["bob"][2:] == ["open_channel", "record_trade", "positions"]
 
     channel_id = replies["open_channel"]["data"]["channel_id"]
     assert replies["close_channel"]["data"] == {"channel_id": channel_id}

@@ -26,7 +26,7 @@ async def test_a_broker_pair_session_over_a_real_daphne(daphne_server):
         await bob.subscribe()
         channel_id = await alice.open_channel(bob, deposit="1000", name="Bob")
         for client, role in ((alice, "Initiator"), (bob, "Responder")):
-            opened = await client.notification("stream_notification", action="channelOpened")
+            opened = await client.notification("stream_notification", action="channelOpened", channel_status="opened")
             assert opened["data"]["my_role"] == role and opened["data"]["channel_status"] == "opened"
 
         await alice.record(channel_id, external_id="a-1", direction="buy", amount="2", price="100")
