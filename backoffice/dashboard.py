@@ -1,5 +1,6 @@
 """What a clerk looks at first: read-only figures for the admin index, among them the settlements that need
-attention (the payment worker retrying a step, or an escrow still waiting for funding past its deadline)."""
+attention (the payment worker retrying a step, or an escrow still waiting for funding past its deadline) and the
+channels in orange or red (margin zones, channels_app/risk.py)."""
 from datetime import datetime, time, timezone
 
 from django.db.models import Count, Q
@@ -7,6 +8,7 @@ from django.utils import timezone as django_timezone
 
 from channels_app import selectors
 from channels_app.models import Channel, ChannelStatus, Trade
+from channels_app.risk import SEVERITY, MarginZone
 from settlement.models import TERMINAL_STATES, Settlement, SettlementState
 
 ATTENTION_LIMIT = 50
@@ -26,6 +28,20 @@ def past_deadline_q(now: datetime | None = None) -> Q:
 
 def needs_attention_q() -> Q:
     return retrying_q() | past_deadline_q()
+
+
+# A closed channel's margins are released: its last zones say nothing about risk now.
+LIVE_CHANNEL = ~Q(status=ChannelStatus.CLOSED)
+
+
+def worst_zone_q(zone: MarginZone) -> Q:
+    """Channels not closed whose worse party is in ``zone``: one of the two in it, neither in a worse one (so a
+    channel counts once). On the stored zones (``Channel.initiator_zone``, ``responder_zone``, kept by every write that
+    moves a balance), so the channel list filters and the dashboard counts in one query each."""
+    at_most = [z.value for z in MarginZone if SEVERITY[z] <= SEVERITY[zone]]
+    return (Q(initiator_zone=zone) | Q(responder_zone=zone)) & Q(initiator_zone__in=at_most,
+                                                                    responder_zone__in=at_most) & LIVE_CHANNEL
+
 
 
 def is_retrying(settlement: Settlement) -> bool:
@@ -54,9 +70,12 @@ def dashboard() -> dict:
     )
     attention = (Settlement.objects.filter(needs_attention_q()).select_related("channel")
                  .order_by("created_at"))
+    at_risk = Channel.objects.aggregate(**{zone.value: Count("id", filter=worst_zone_q(zone))
+                                           for zone in (MarginZone.ORANGE, MarginZone.RED)})
     online = selectors.live_connections().values("peer__address", "peer__name").annotate(connections=Count("id"))
     return {
         "channels_by_status": [(status.label, by_status.get(status.value, 0)) for status in ChannelStatus],
+        "channels_by_zone": list(at_risk.items()),  # [(zone, count)], orange then red
         "trades_today": Trade.objects.filter(recorded_at__gte=midnight).count(),
         "open_settlements": list(open_settlements[:50]),
         "open_settlement_count": open_settlements.count(),

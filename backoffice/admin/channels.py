@@ -3,18 +3,37 @@
 Reads go through the domain's selectors (figures from each side, balances from the one margin function); writes go
 through ``backoffice.actions`` (audited, and through the domain services). Trades and positions are never edited
 here.
+
+Margin zones (channels_app/risk.py) show as a coloured badge with the zone's name written in it. The channel list
+shows and filters the stored zones (``Channel.initiator_zone``, ``responder_zone``: no balance computed to filter);
+the channel page shows the zones of the balances it shows (``selectors.channel_view``), and a pending margin call.
 """
+from datetime import timezone
+
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import BooleanField, Count, ExpressionWrapper, Q
+from django.utils.html import format_html
 
 from backoffice.actions import set_mark, set_peer_disabled
 from backoffice.admin.readonly import ReadOnlyAdmin, ReadOnlyInline
 from backoffice.audit import admin_actor
+from backoffice.dashboard import worst_zone_q
 from channels_app import selectors
 from channels_app.formats import MARKET_RE
-from channels_app.models import INITIATOR, RESPONDER, Channel, MarkPrice, Peer, PeerConnection, Position, Trade
+from channels_app.models import (
+    INITIATOR,
+    RESPONDER,
+    ZONE_VALUES,
+    Channel,
+    MarkPrice,
+    Peer,
+    PeerConnection,
+    Position,
+    Trade,
+)
 from channels_app.money import DecimalInputError, fmt, parse_amount
+from channels_app.risk import DESCRIPTION, MarginZone
 
 
 class LinkedReadOnlyInline(ReadOnlyInline):
@@ -106,25 +125,86 @@ class PeerFilter(admin.SimpleListFilter):
         return queryset
 
 
+def zone_badge(zone: str) -> str:
+    """The zone coloured (templates/admin/base_site.html) and written, so it reads without the colour too."""
+    if zone not in ZONE_VALUES:
+        return format_html("{}", zone or "–")
+    return format_html('<span class="zone zone-{}" title="{}">{}</span>', zone, DESCRIPTION[MarginZone(zone)], zone)
+
+
+class WorstZoneFilter(admin.SimpleListFilter):
+    """Channels by the worse of their two parties' zones (``dashboard.worst_zone_q``: each channel under one
+    choice, as the dashboard counts it; its orange and red counts link here). One filter rather than one per party:
+    the question is which channels are at risk, and the zone columns say which party is."""
+
+    title = "worst margin zone"
+    parameter_name = "zone"
+
+    def lookups(self, request, model_admin):
+        return [(zone.value, zone.value) for zone in MarginZone]
+
+    def queryset(self, request, queryset):
+        if self.value() in ZONE_VALUES:
+            return queryset.filter(worst_zone_q(MarginZone(self.value())))
+        return queryset
+
+
 @admin.register(Channel)
 class ChannelAdmin(ReadOnlyAdmin):
     list_display = ["channel_id", "initiator", "responder", "status", "margin_deposit", "initiator_balance",
-                    "responder_balance", "created_at"]
-    list_filter = ["status", PeerFilter]
+                    "initiator_zone_stored", "responder_balance", "responder_zone_stored", "created_at"]
+    list_filter = ["status", WorstZoneFilter, PeerFilter]
     search_fields = ["channel_id", "initiator__address", "responder__address", "initiator__name", "responder_name"]
     list_select_related = ["initiator", "responder"]
     fields = ["channel_id", "status", "initiator", "responder", "responder_name", "responder_url", "nonce",
-              "margin_deposit", "initiator_balance", "responder_balance", "created_at", "updated_at"]
+              "margin_deposit", "initiator_balance", "initiator_zone_now", "responder_balance", "responder_zone_now",
+              "margin_call", "created_at", "updated_at"]
     readonly_fields = fields
     inlines = [PositionInline, TradeInline]
 
+    @staticmethod
+    def _view(channel):
+        """The balances and their zones, read once per channel shown (each column or field asks for them)."""
+        if not hasattr(channel, "_backoffice_view"):
+            channel._backoffice_view = selectors.channel_view(channel)
+        return channel._backoffice_view
+
     @admin.display(description="initiator balance")
     def initiator_balance(self, channel):
-        return fmt(selectors.margins(channel).initiator)
+        return fmt(self._view(channel).margins.initiator)
 
     @admin.display(description="responder balance")
     def responder_balance(self, channel):
-        return fmt(selectors.margins(channel).responder)
+        return fmt(self._view(channel).margins.responder)
+
+    @admin.display(description="initiator zone", ordering="initiator_zone")  # green < orange < red, as text too
+    def initiator_zone_stored(self, channel):
+        return zone_badge(channel.initiator_zone)
+
+    @admin.display(description="responder zone", ordering="responder_zone")
+    def responder_zone_stored(self, channel):
+        return zone_badge(channel.responder_zone)
+
+    @admin.display(description="initiator zone")
+    def initiator_zone_now(self, channel):
+        return zone_badge(self._view(channel).zones.initiator)
+
+    @admin.display(description="responder zone")
+    def responder_zone_now(self, channel):
+        return zone_badge(self._view(channel).zones.responder)
+
+    @admin.display(description="margin call")
+    def margin_call(self, channel):
+        """Due from the write that took the channel into red until the payment worker proposes the forced
+        settlement (settlement/margin_calls.py); the error is why its last try could not (it tries again)."""
+        if channel.margin_call_due_at is None:
+            return "none pending"
+        due = format_html('<strong class="margin-call-pending">pending since {} UTC</strong>',
+                          channel.margin_call_due_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"))
+        if not channel.margin_call_error:
+            return due
+        return format_html('{}<br>could not start yet: <span class="margin-call-error">{}</span>', due,
+                           channel.margin_call_error)
 
 
 @admin.register(Trade)

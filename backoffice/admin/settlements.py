@@ -5,6 +5,9 @@ Each action (accept, reject, fail, retry) has a confirmation page; the POST goes
 ``settlement.act_on_settlement`` permission. Both parties hear of the change as ``settlement_notification``.
 An action only records intent: nothing here calls the chain (the payment worker, settlement/worker.py, does).
 
+Each ledger line shows its ``shortfall`` (what it bills beyond the debtor's deposit, settlement/ledger.py),
+flagged when not zero, on the page, the confirmation pages and, per asset, in the list.
+
 The page also shows the escrow as recorded by the worker (contract, id, deadline, legs, transactions, linked to
 ``ESCROW_EXPLORER_URL`` when set) and the worker's state (last error, attempts, next attempt, its log); the list
 filters settlements that need attention (the worker retrying, or an escrow waiting past its deadline).
@@ -27,6 +30,7 @@ from backoffice.audit import admin_actor
 from backoffice.dashboard import deadline_passed, is_retrying, needs_attention_q, past_deadline_q, retrying_q
 from channels_app.errors import DomainError
 from settlement.models import Settlement, SettlementLogEntry, SettlementState, SettlementTransition
+from settlement.values import settlement_view
 
 ACTION_PERMISSION = "settlement.act_on_settlement"
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
@@ -41,6 +45,18 @@ def _explorer(kind: str, value) -> str:
         return format_html('<a href="{}/{}/{}" class="explorer" rel="noopener noreferrer"><code>{}</code></a>',
                            base, kind, value, value)
     return format_html("<code>{}</code>", value)
+
+
+def _short(line) -> bool:
+    """Whether the debtor's deposit does not cover the line (``shortfall`` is "0" when it does)."""
+    return line.shortfall != "0"
+
+
+def _shortfall_cell(line) -> str:
+    if not _short(line):
+        return format_html('<td class="shortfall">{}</td>', line.shortfall)
+    return format_html('<td class="shortfall shortfall-nonzero"><strong>{}</strong> not covered by the deposit</td>',
+                       line.shortfall)
 
 
 def _deadline(deadline) -> str:
@@ -93,8 +109,8 @@ class TransitionInline(ReadOnlyInline):
 
 @admin.register(Settlement)
 class SettlementAdmin(ReadOnlyAdmin):
-    list_display = ["id", "channel", "state", "markets_list", "payment_method", "requested_by", "needs_attention",
-                    "created_at", "updated_at"]
+    list_display = ["id", "channel", "state", "markets_list", "payment_method", "requested_by", "shortfalls",
+                    "needs_attention", "created_at", "updated_at"]
     list_filter = ["state", "payment_method", NeedsAttentionFilter]
     search_fields = ["channel__channel_id", "channel__initiator__address", "channel__responder__address"]
     list_select_related = ["channel", "requested_by"]
@@ -165,15 +181,25 @@ class SettlementAdmin(ReadOnlyAdmin):
     def markets_list(self, settlement):
         return ", ".join(settlement.markets)
 
+    @admin.display(description="shortfall")
+    def shortfalls(self, settlement):
+        """Only the assets short, so a settlement the deposits cover shows nothing (the channel is selected with
+        the list: no query per row)."""
+        return format_html_join(", ", '<span class="shortfall shortfall-nonzero">{} {}</span>',
+                                ((line.asset, line.shortfall) for line in settlement_view(settlement).ledger
+                                 if _short(line)))
+
     @admin.display(description="ledger")
     def ledger_table(self, settlement):
         rows = format_html_join(
-            "", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            ((e["asset"], e["initiator_owes"], e["responder_owes"]) for e in settlement.ledger),
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td>{}</tr>",
+            ((line.asset, line.initiator_owes, line.responder_owes, _shortfall_cell(line))
+             for line in settlement_view(settlement).ledger),
         )
         return format_html(
             '<table class="ledger"><thead><tr><th>asset</th><th>initiator owes responder</th>'
-            "<th>responder owes initiator</th></tr></thead><tbody>{}</tbody></table>", rows)
+            "<th>responder owes initiator</th><th>shortfall (beyond the debtor's deposit)</th></tr></thead>"
+            "<tbody>{}</tbody></table>", rows)
 
     # --- actions --------------------------------------------------------------------------------------------
     def get_urls(self):
