@@ -6,6 +6,8 @@ notice is published at once. Publishing is the transport's business: ``settings.
 callable that takes the committed notices in order (``operatorapi.publisher.publish``), so the domain never
 imports the transport.
 """
+import contextvars
+from contextlib import contextmanager
 from functools import cache
 
 from django.conf import settings
@@ -31,7 +33,27 @@ class Outbox(list):
         publish(list(self))
 
 
+_held: contextvars.ContextVar["Outbox | None"] = contextvars.ContextVar("held_notices", default=None)
+
+
+@contextmanager
+def holding():
+    """Notices queued inside the block are kept in the ``Outbox`` it yields, not published: for a unit of work that
+    runs its own transaction outside Django's atomic blocks (the trade path's plain SQL, channels_app/tradestore.py),
+    which publishes them itself once it has committed."""
+    held = Outbox()
+    token = _held.set(held)
+    try:
+        yield held
+    finally:
+        _held.reset(token)
+
+
 def queue(notice) -> None:
+    held = _held.get()
+    if held is not None:
+        held.append(notice)
+        return
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
         publish([notice])

@@ -250,13 +250,13 @@ class OperatorConsumer(AsyncJsonWebsocketConsumer):
         recorded = await on_thread_of(data.channel_id, trades.record_trade)(
             peer=self.peer, channel_id=data.channel_id, trade=data.to_domain()
         )
-        return {"channel_id": recorded.channel.channel_id, "external_id": recorded.trades[0].external_id}
+        return {"channel_id": recorded.channel.channel_id, "external_id": recorded.external_ids[0]}
 
     async def record_trades(self, reqid, data):
         recorded = await on_thread_of(data.channel_id, trades.record_trades)(
             peer=self.peer, channel_id=data.channel_id, trades=[item.to_domain() for item in data.trades]
         )
-        return {"channel_id": recorded.channel.channel_id, "external_ids": [t.external_id for t in recorded.trades]}
+        return {"channel_id": recorded.channel.channel_id, "external_ids": recorded.external_ids}
 
     async def positions(self, reqid, data):
         role, book = await on_thread_of(data.channel_id, selectors.live_positions)(

@@ -6,6 +6,7 @@ from operatorapi.consumers import OperatorConsumer
 websocket_urlpatterns = [path("", OperatorConsumer.as_asgi())]
 
 if settings.BENCH_ECHO:  # the benchmark's baseline (bench/), never on in production
-    from bench.echo import EchoConsumer
+    from bench.echo import CeilingConsumer, EchoConsumer
 
-    websocket_urlpatterns.append(path("bench/echo", EchoConsumer.as_asgi()))
+    websocket_urlpatterns += [path("bench/echo", EchoConsumer.as_asgi()),
+                              path("bench/ceiling/<int:pair>/<int:side>", CeilingConsumer.as_asgi())]

@@ -61,7 +61,8 @@ async def under_way(settlement: Settlement, state: str = "initiated", **worker_r
 
 async def new_channel(alice, bob) -> str:
     channel_id = await alice.open_channel(bob)
-    await alice.notification("stream_notification", action="channelOpened", channel_status="opened", channel_id=channel_id)
+    await alice.notification("stream_notification", action="channelOpened", channel_status="opened",
+                             channel_id=channel_id)
     return channel_id
 
 

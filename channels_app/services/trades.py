@@ -1,5 +1,7 @@
 """Recording trades: the trade, its position update and the margin check commit together or not at all.
 
+The database work is plain SQL in two round trips (channels_app/tradestore.py); the rules stay here, on the same
+values as everywhere: positions as models, books and PnL from ``accounting``, balances from ``valuation.margins``.
 The margin check follows the zones (channels_app.risk): a trade that reduces its position is always accepted; any
 other is refused with ``margin_call`` while either party is in orange or red, and with ``margin_exceeded`` when it
 would leave a balance below zero.
@@ -7,10 +9,8 @@ would leave a balance below zero.
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import transaction
-
-from channels_app import accounting, risk, selectors, valuation
-from channels_app.errors import Code, DomainError
+from channels_app import accounting, risk, valuation
+from channels_app.errors import Code, DomainError, channel_not_found
 from channels_app.models import (
     INITIATOR,
     POSITION_TRANSITIONS,
@@ -19,12 +19,13 @@ from channels_app.models import (
     Peer,
     Position,
     PositionStatus,
-    Trade,
 )
 from channels_app.money import MONEY, ZERO, fmt
 from channels_app.notices import StreamAction, notify_channel, notify_positions
 from channels_app.services import zones
 from channels_app.statemachine import move
+from channels_app.tradestore import NewTrade, StoredTrade, TradeSession
+from channels_app.values import Margins
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,11 @@ class TradeInput:
 @dataclass(frozen=True)
 class Recorded:
     channel: Channel
-    trades: list[Trade]  # the stored trade of every item, in order (a replayed item gives the one already stored)
+    external_ids: list[str]  # of every item, in order
     replayed: list[bool]  # per item: True when it was already stored (nothing changed for it)
 
 
-def _same_trade(stored: Trade, item: TradeInput, initiator_direction: str) -> bool:
+def _same_trade(stored: StoredTrade, item: TradeInput, initiator_direction: str) -> bool:
     """Content compared from the initiator's side, so either party may report the same execution."""
     return (
         stored.market == item.market
@@ -64,105 +65,125 @@ def _margin_call_sentence(zones_now: risk.Zones, balances) -> str:
     return "margin call: " + " and ".join(parties) + "; only a trade that reduces the position is accepted"
 
 
+def fresh_items(*, channel: Channel, role: str, trades: list[TradeInput],
+                stored: dict) -> list[tuple[int, TradeInput, str]]:
+    """(index, item, initiator_direction) of the items not stored yet (``stored``: external_id -> stored trade);
+    refused when an item repeats an external_id with other content, or (with any fresh item) when the channel does
+    not trade."""
+    fresh = []
+    for index, item in enumerate(trades):
+        initiator_direction = item.direction if role == INITIATOR else accounting.opposite(item.direction)
+        existing = stored.get(item.external_id)
+        if existing is None:
+            fresh.append((index, item, initiator_direction))
+        elif not _same_trade(existing, item, initiator_direction):
+            raise DomainError(Code.DUPLICATE_TRADE, f"external_id {item.external_id!r} was already recorded "
+                              "with different content", item=index)
+    if fresh and channel.status not in TRADING_STATUSES:
+        raise DomainError(Code.INVALID_CHANNEL_STATE, f"channel is {channel.status}; trades are recorded only on "
+                          "an opened or settling channel")
+    return fresh
+
+
+@dataclass
+class Decision:
+    """What recording a request's fresh trades changes: computed from what was read, before anything is written."""
+
+    new_trades: list[NewTrade]
+    touched: list[Position]  # every position changed, in the order first touched
+    created: list[Position]  # those among them that are new (no key yet)
+    channel_fields: dict  # the channel's fields that change (running total, zones, margin call)
+    before: Margins
+    after: Margins
+
+
+def decide(*, channel: Channel, fresh: list[tuple[int, TradeInput, str]], positions: list[Position],
+           marks: dict[str, Decimal]) -> Decision:
+    """The rules, on values (no database): each of ``fresh`` ((index, item, initiator_direction)) applied in order
+    to the channel's live ``positions`` (changed in place; new ones created), the margin check for each, and what
+    the channel's fields become; a refusal is a ``DomainError`` naming the item.
+
+    Margins move by the PnL change of the one position each trade touches, so the initiator's PnL is kept as a
+    running sum from the same formula every reader uses (selectors.margins): the channel's running total of closed
+    positions plus its live positions (a batch stays linear in its size).
+    """
+    pnl = valuation.initiator_pnl(closed_pnl=channel.closed_pnl, live_positions=positions, marks=marks)
+    newly_closed = ZERO  # realized PnL of the positions this request closes
+    before = after = valuation.margins(deposit=channel.margin_deposit, initiator_pnl=pnl)
+    rate = risk.maintenance_rate()
+    open_by_market = {p.market: p for p in positions if p.status == PositionStatus.OPEN}
+    touched: dict[int, Position] = {}  # id() -> position changed by this request, in order
+    new_trades = []
+    for index, item, initiator_direction in fresh:
+        position = open_by_market.get(item.market)
+        if position is None:  # first trade in this market, or the previous position is flat, frozen or settled
+            position = open_by_market[item.market] = Position(channel=channel, market=item.market,
+                                                              last_price=item.price)
+        balances_before = after  # the rules apply as if the items were recorded one by one
+        zones_before = risk.zones(balances_before, channel.margin_deposit, rate)
+        quantity_before = position.quantity
+        pnl = MONEY.subtract(pnl, accounting.total_pnl(position.book, valuation.position_mark(position, marks)))
+        position.set_book(accounting.apply_trade(position.book, initiator_direction, item.amount, item.price))
+        position.last_price = item.price
+        pnl = MONEY.add(pnl, accounting.total_pnl(position.book, valuation.position_mark(position, marks)))
+        if position.book.is_flat:  # closed for good: its realized PnL joins the channel's closed total
+            move(position, PositionStatus.CLOSED, table=POSITION_TRANSITIONS)
+            newly_closed = MONEY.add(newly_closed, position.realized_pnl)
+            del open_by_market[item.market]
+        after = valuation.margins(deposit=channel.margin_deposit, initiator_pnl=pnl)
+        if not risk.reduces(quantity_before, position.quantity):
+            if zones_before.worst != risk.MarginZone.GREEN:
+                raise DomainError(Code.MARGIN_CALL, _margin_call_sentence(zones_before, balances_before), item=index)
+            if min(after) < 0:
+                raise DomainError(Code.MARGIN_EXCEEDED, "this trade would leave a margin balance below zero "
+                                  f"(initiator {after.initiator}, responder {after.responder})", item=index)
+        touched[id(position)] = position
+        new_trades.append(NewTrade(item.external_id, item.market, item.direction, initiator_direction, item.amount,
+                                   item.price, item.executed_at, position))
+    channel_fields = {}
+    if newly_closed != ZERO:
+        channel.closed_pnl = channel_fields["closed_pnl"] = MONEY.add(channel.closed_pnl, newly_closed)
+    channel_fields.update(zones.changes(channel, after)[1])
+    return Decision(new_trades, list(touched.values()), [p for p in touched.values() if p.pk is None],
+                    channel_fields, before, after)
+
+
+def announce(channel: Channel, decision: Decision, marks: dict[str, Decimal]) -> None:
+    """Both parties hear what the request changed, once it is stored (the new positions have their keys).
+
+    A position both opened and closed inside the request was never live outside it: it is not announced (its
+    realized PnL is in the marginUpdated); every other touched position is, once, in its final state.
+    """
+    created = {id(p) for p in decision.created}
+    notify_positions(channel, [p for p in decision.touched
+                               if not (id(p) in created and p.status == PositionStatus.CLOSED)], marks)
+    if decision.after != decision.before:
+        notify_channel(channel, StreamAction.MARGIN_UPDATED, decision.after)
+
+
 def record_trades(*, peer: Peer, channel_id: str, trades: list[TradeInput]) -> Recorded:
     """Trades of one channel, all or nothing: as if recorded one by one in order, in one transaction.
 
     A refusal names the refused item by its index (``DomainError.item``).
     """
-    with transaction.atomic():
+    external_ids = [item.external_id for item in trades]
+    with TradeSession() as session:
         # The channel row lock serializes everything on this channel: idempotency check, position, margin.
-        channel = selectors.participant_channel(peer=peer, channel_id=channel_id, lock=True)
-        role = channel.role_of(peer.id)
-        stored = {t.external_id: t for t in channel.trades.filter(external_id__in=[i.external_id for i in trades])}
-        fresh = []  # (index, item, initiator_direction) of the items not stored yet
-        for index, item in enumerate(trades):
-            initiator_direction = item.direction if role == INITIATOR else accounting.opposite(item.direction)
-            existing = stored.get(item.external_id)
-            if existing is None:
-                fresh.append((index, item, initiator_direction))
-            elif not _same_trade(existing, item, initiator_direction):
-                raise DomainError(Code.DUPLICATE_TRADE, f"external_id {item.external_id!r} was already recorded "
-                                  "with different content", item=index)
+        loaded = session.load(peer_id=peer.id, channel_id=channel_id, external_ids=external_ids,
+                              markets={item.market for item in trades})
+        channel = loaded.channel
+        if channel is None:
+            raise channel_not_found()
+        fresh = fresh_items(channel=channel, role=channel.role_of(peer.id), trades=trades, stored=loaded.stored)
         if not fresh:  # a replay: answered from what is stored, nothing changes, nobody is notified
-            return Recorded(channel, [stored[item.external_id] for item in trades], [True] * len(trades))
-        if channel.status not in TRADING_STATUSES:
-            raise DomainError(Code.INVALID_CHANNEL_STATE, f"channel is {channel.status}; trades are recorded "
-                              "only on an opened or settling channel")
-
-        # Margins move by the PnL change of the one position each trade touches, so the initiator's PnL is kept
-        # as a running sum from the same formula every reader uses (selectors.margins): the channel's running
-        # total of closed positions plus its live positions (a batch stays linear in its size).
-        positions = selectors.live_positions_of(channel)
-        marks = selectors.marks_for({*(item.market for _, item, _ in fresh), *(p.market for p in positions)})
-        pnl = valuation.initiator_pnl(closed_pnl=channel.closed_pnl, live_positions=positions, marks=marks)
-        newly_closed = ZERO  # realized PnL of the positions this request closes
-        before = after = valuation.margins(deposit=channel.margin_deposit, initiator_pnl=pnl)
-        rate = risk.maintenance_rate()
-        open_by_market = {p.market: p for p in positions if p.status == PositionStatus.OPEN}
-        touched: dict[int, Position] = {}  # id() -> position changed by this request, in order
-        new_trades = []
-        for index, item, initiator_direction in fresh:
-            position = open_by_market.get(item.market)
-            if position is None:  # first trade in this market, or the previous position is flat, frozen or settled
-                position = open_by_market[item.market] = Position(
-                    channel=channel, market=item.market, last_price=item.price
-                )
-            balances_before = after  # the rules apply as if the items were recorded one by one
-            zones_before = risk.zones(balances_before, channel.margin_deposit, rate)
-            quantity_before = position.quantity
-            pnl = MONEY.subtract(pnl, accounting.total_pnl(position.book, valuation.position_mark(position, marks)))
-            position.set_book(accounting.apply_trade(position.book, initiator_direction, item.amount, item.price))
-            position.last_price = item.price
-            pnl = MONEY.add(pnl, accounting.total_pnl(position.book, valuation.position_mark(position, marks)))
-            if position.book.is_flat:  # closed for good: its realized PnL joins the channel's closed total
-                move(position, PositionStatus.CLOSED, table=POSITION_TRANSITIONS)
-                newly_closed = MONEY.add(newly_closed, position.realized_pnl)
-                del open_by_market[item.market]
-            after = valuation.margins(deposit=channel.margin_deposit, initiator_pnl=pnl)
-            if not risk.reduces(quantity_before, position.quantity):
-                if zones_before.worst != risk.MarginZone.GREEN:
-                    raise DomainError(Code.MARGIN_CALL, _margin_call_sentence(zones_before, balances_before),
-                                      item=index)
-                if min(after) < 0:
-                    raise DomainError(Code.MARGIN_EXCEEDED, "this trade would leave a margin balance below zero "
-                                      f"(initiator {after.initiator}, responder {after.responder})",
-                                      item=index)
-            touched[id(position)] = position
-            new_trades.append(Trade(
-                channel=channel,
-                external_id=item.external_id,
-                recorded_by=peer,
-                market=item.market,
-                direction=item.direction,
-                initiator_direction=initiator_direction,
-                amount=item.amount,
-                price=item.price,
-                executed_at=item.executed_at,
-                position=position,
-            ))
-        created = [p for p in touched.values() if p.pk is None]
-        for position in touched.values():
-            if position.pk is not None:
-                position.save()
-        Position.objects.bulk_create(created)
-        Trade.objects.bulk_create(new_trades)  # one INSERT for the lot (assigns the positions' new keys)
-        if newly_closed != ZERO:
-            channel.closed_pnl = MONEY.add(channel.closed_pnl, newly_closed)
-            channel.save(update_fields=["closed_pnl"])
-        # A position both opened and closed inside this request was never live outside it: it is not announced
-        # (its realized PnL is in the marginUpdated); every other touched position is, once, in its final state.
-        created_ids = {id(p) for p in created}
-        announced = [p for p in touched.values() if not (id(p) in created_ids and p.status == PositionStatus.CLOSED)]
-        zones.track(channel, after)
-        notify_positions(channel, announced, marks)
-        if after != before:
-            notify_channel(channel, StreamAction.MARGIN_UPDATED, after)
-    by_external_id = {t.external_id: t for t in new_trades}
-    return Recorded(
-        channel,
-        [by_external_id.get(item.external_id) or stored[item.external_id] for item in trades],
-        [item.external_id not in by_external_id for item in trades],
-    )
+            return Recorded(channel, external_ids, [True] * len(trades))
+        decision = decide(channel=channel, fresh=fresh, positions=loaded.positions, marks=loaded.marks)
+        session.store(channel=channel, peer_id=peer.id, new_positions=decision.created,
+                      changed_positions=[p for p in decision.touched if p.pk is not None],
+                      trades=decision.new_trades, channel_fields=decision.channel_fields)
+        announce(channel, decision, loaded.marks)
+    stored_now = {item.external_id for _, item, _ in fresh}
+    return Recorded(channel, external_ids, [external_id not in stored_now for external_id in external_ids])
 
 
 def record_trade(*, peer: Peer, channel_id: str, trade: TradeInput) -> Recorded:

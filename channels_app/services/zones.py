@@ -16,19 +16,25 @@ from channels_app.values import Margins
 def track(channel: Channel, balances: Margins) -> Zones:
     """Store the zones of ``balances``; an entry into red (from green or orange) makes a margin call due, and
     leaving red before the worker acted withdraws it. Returns the zones."""
+    now, fields = changes(channel, balances)
+    if fields:
+        Channel.objects.filter(pk=channel.pk).update(**fields)
+    return now
+
+
+def changes(channel: Channel, balances: Margins) -> tuple[Zones, dict]:
+    """The zones of ``balances`` and the channel fields that change with them (set on ``channel`` too), for a caller
+    that writes them itself (the trade path, in its one write)."""
     now = risk.zones(balances, channel.margin_deposit)
     was_red = MarginZone.RED in (channel.initiator_zone, channel.responder_zone)
     is_red = now.worst == MarginZone.RED
-    fields = []
+    fields = {}
     if (channel.initiator_zone, channel.responder_zone) != tuple(now):
-        channel.initiator_zone, channel.responder_zone = now
-        fields += ["initiator_zone", "responder_zone"]
+        fields.update(initiator_zone=now.initiator.value, responder_zone=now.responder.value)
     if is_red and not was_red:
-        channel.margin_call_due_at, channel.margin_call_error = timezone.now(), ""
-        fields += ["margin_call_due_at", "margin_call_error"]
+        fields.update(margin_call_due_at=timezone.now(), margin_call_error="")
     elif not is_red and channel.margin_call_due_at is not None:
-        channel.margin_call_due_at, channel.margin_call_error = None, ""
-        fields += ["margin_call_due_at", "margin_call_error"]
-    if fields:
-        Channel.objects.filter(pk=channel.pk).update(**{field: getattr(channel, field) for field in fields})
-    return now
+        fields.update(margin_call_due_at=None, margin_call_error="")
+    for name, value in fields.items():
+        setattr(channel, name, value)
+    return now, fields

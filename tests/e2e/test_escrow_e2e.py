@@ -184,7 +184,8 @@ async def channel_with_pnl(alice, bob) -> str:
     each market with an open position (marked at its last trade: no unrealized PnL)."""
     channel_id = await alice.open_channel(bob, deposit="100000")
     for client in (alice, bob):
-        await client.notification("stream_notification", action="channelOpened", channel_status="opened", timeout=STEP_TIMEOUT)
+        await client.notification("stream_notification", action="channelOpened", channel_status="opened",
+                                  timeout=STEP_TIMEOUT)
     for n, (market, direction, amount, price) in enumerate([
             ("ETH/USD", "buy", "2", "100"), ("ETH/USD", "sell", "2", "90.125"), ("ETH/USD", "buy", "1", "90"),
             ("BTC/USDT", "buy", "1", "100"), ("BTC/USDT", "sell", "1", "130.0000005"),

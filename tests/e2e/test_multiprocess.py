@@ -68,7 +68,8 @@ async def test_trades_recorded_through_one_process_reach_subscribers_on_the_othe
         try:
             channel_id = await alice.open_channel(bob, deposit="1000")  # opened through process 1 ...
             for client in (bob, bob_too):  # ... bob hears it on process 2 and on process 1
-                opened = await client.notification("stream_notification", action="channelOpened", channel_status="opened")
+                opened = await client.notification("stream_notification", action="channelOpened",
+                                                   channel_status="opened")
                 assert opened["data"]["channel_id"] == channel_id and opened["data"]["my_role"] == "Responder"
 
             await alice.record(channel_id, external_id="p1-1", direction="buy", amount="2", price="100")  # process 1

@@ -152,10 +152,12 @@ async def test_concurrent_trades_and_replays_through_two_processes_are_stored_on
             for c in subscribers:
                 await c.client.subscribe()
             channel_id = await connections[0].client.open_channel(connections[-1].client, deposit=DEPOSIT)
-            for c in subscribers:  # without Redis, only the subscribers on the consenting process hear of it
-                if os.environ.get("REDIS_URL") or c.process == 2:
-                    await c.client.notification("stream_notification", action="channelOpened",
-                                                channel_status="opened")
+            for c in subscribers:  # without Redis, a process's subscribers hear only what happened on it:
+                # the proposal on process 1, the consent on process 2
+                for status, process in (("opening", 1), ("opened", 2)):
+                    if os.environ.get("REDIS_URL") or c.process == process:
+                        await c.client.notification("stream_notification", action="channelOpened",
+                                                    channel_status=status)
 
             now = int(time.time())
             for k in range(TRADES):

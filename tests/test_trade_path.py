@@ -1,0 +1,177 @@
+"""The trade path in plain SQL (channels_app/tradestore.py): two database round trips a request, and on any history
+exactly what the ORM reference (tests/orm_reference.py) stores: positions, trades, running total, zones, balances,
+and the ledger a settlement then computes."""
+import os
+import tempfile
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from eth_account import Account
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from channels_app import selectors
+from channels_app.errors import DomainError
+from channels_app.models import Channel, Peer, Position
+from channels_app.services import marks, trades
+from settlement import services as settlement_services
+from settlement.models import SettlementState
+from tests import orm_reference
+from tests.client import EXECUTED_AT
+from tests.factories import opened_channel
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the path's own transaction, as on the server
+
+
+def item(external_id, market="ETH/USD", direction="buy", amount="1", price="100"):
+    return trades.TradeInput(external_id, market, direction, Decimal(amount), Decimal(price), EXECUTED_AT)
+
+
+@pytest.fixture
+def channel_and_peers():
+    alice = Peer.objects.create(address=Account.create().address)
+    bob = Peer.objects.create(address=Account.create().address)
+    channel = opened_channel(initiator=alice, responder_address=bob.address, margin_deposit=Decimal("1000"))
+    return channel, alice, bob
+
+
+def client_round_trips(call) -> int:
+    """How many times the client waits on the server while ``call`` runs: each simple Query and each Sync it sends
+    (libpq's own trace of the wire protocol)."""
+    connection.ensure_connection()
+    pgconn = connection.connection.pgconn
+    from psycopg import pq
+
+    with tempfile.TemporaryFile("w+") as trace:
+        pgconn.trace(trace.fileno())
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        try:
+            call()
+        finally:
+            pgconn.untrace()
+        trace.seek(0)
+        sent = [line.split("\t")[2].strip() for line in trace if line.startswith("F\t")]
+    return sum(1 for message in sent if message.split(" ")[0] in ("Query", "Sync"))
+
+
+@pytest.mark.skipif(os.environ.get("DATABASE_URL", "").split(":")[0] not in ("postgres", "postgresql"),
+                    reason="round trips are PostgreSQL's: SQLite runs in the process")
+def test_a_trade_takes_two_database_round_trips(channel_and_peers):
+    channel, alice, bob = channel_and_peers
+
+    def record(*items, peer=alice):
+        return lambda: trades.record_trades(peer=peer, channel_id=channel.channel_id, trades=list(items))
+
+    assert client_round_trips(record(item("new-position"))) == 2  # a position opened
+    assert client_round_trips(record(item("same-position", direction="sell", amount="0.5"), peer=bob)) == 2
+    assert client_round_trips(record(*(item(f"b{n}", market=("ETH/USD", "BTC/USD")[n % 2]) for n in range(100)))) == 2
+    assert client_round_trips(record(item("new-position"))) == 2  # a replay: read, then ROLLBACK
+
+    def refused():
+        with pytest.raises(DomainError):
+            record(item("too-big", price="100000"))()
+
+    assert client_round_trips(refused) == 2  # read, then ROLLBACK: nothing stored
+    # The counter tells them apart: the ORM reference (the path before) waits on the server for each statement.
+    orm = client_round_trips(lambda: orm_reference.record_trades(peer=alice, channel_id=channel.channel_id,
+                                                                 trades_in=[item("by-the-orm")]))
+    assert orm >= 6, orm
+    position = Position.objects.get(channel=channel, market="ETH/USD", status="open")
+    assert position.quantity == Decimal("52.5") and channel.trades.count() == 103  # 1 + 0.5 + 50 + 1
+
+
+# --- the plain-SQL path against the ORM reference, on random histories -------------------------------------
+MARKETS = ("ETH/USD", "BTC/USD", "ETH/USDT")
+amounts = st.sampled_from(["0.5", "1", "1.25", "2", "3", "7.125"])
+prices = st.sampled_from(["90", "99.5", "100", "101.25", "110", "250", "400"])
+trade_op = st.tuples(st.just("trade"), st.booleans(), st.lists(st.tuples(
+    st.sampled_from(MARKETS), st.sampled_from(["buy", "sell"]), amounts, prices), min_size=1, max_size=4))
+replay_op = st.tuples(st.just("replay"), st.integers(min_value=0, max_value=30))
+mark_op = st.tuples(st.just("mark"), st.sampled_from(MARKETS), prices)
+settle_op = st.tuples(st.just("settle"), st.sampled_from(MARKETS), st.sampled_from(["completed", "rejected"]))
+histories = st.lists(st.one_of(trade_op, trade_op, trade_op, replay_op, mark_op, settle_op), max_size=14)
+
+
+def snapshot(channel: Channel) -> dict:
+    channel.refresh_from_db()
+    positions = list(channel.positions.order_by("id"))
+    key = {p.pk: n for n, p in enumerate(positions)}
+    return {
+        "positions": [(p.market, p.status, p.quantity, p.cost, p.realized_pnl, p.last_price, p.settle_price)
+                      for p in positions],
+        "trades": [(t.external_id, t.market, t.direction, t.initiator_direction, t.amount, t.price, t.executed_at,
+                    key[t.position_id]) for t in channel.trades.order_by("id")],
+        "channel": (channel.status, channel.closed_pnl, channel.initiator_zone, channel.responder_zone,
+                    channel.margin_call_due_at is None),
+        "margins": tuple(selectors.margins(channel)),
+    }
+
+
+def apply(op, channel, initiator, responder, record, counter) -> str | None:
+    try:
+        if op[0] == "trade":
+            inputs = []
+            for market, direction, amount, price in op[2]:
+                counter.append(1)
+                inputs.append(item(f"t{len(counter)}", market, direction, amount, price))
+            record(peer=initiator if op[1] else responder, channel_id=channel.channel_id, trades_in=inputs)
+        elif op[0] == "replay" and op[1] < len(counter):
+            stored = channel.trades.filter(external_id=f"t{op[1] + 1}").first()
+            if stored is not None:
+                record(peer=stored.recorded_by, channel_id=channel.channel_id, trades_in=[item(
+                    stored.external_id, stored.market, stored.direction, stored.amount, stored.price)])
+        elif op[0] == "settle":
+            settlement = settlement_services.propose_settlement(
+                channel_id=channel.channel_id, payment_method="mock", chain_id=1, markets=[op[1]], actor="test")
+            if op[2] == "rejected":
+                settlement_services.transition(settlement_pk=settlement.pk, target=SettlementState.REJECTED,
+                                               actor="test")
+            else:
+                for state in (SettlementState.ACCEPTED, SettlementState.INITIATED, SettlementState.PREPARED,
+                              SettlementState.EXECUTED, SettlementState.COMPLETED):
+                    settlement_services.transition(settlement_pk=settlement.pk, target=state, actor="test")
+    except DomainError as exc:
+        return str(exc.code)
+    return None
+
+
+def plain_sql(*, peer, channel_id, trades_in):
+    trades.record_trades(peer=peer, channel_id=channel_id, trades=trades_in)
+
+
+def test_on_random_histories_the_plain_sql_path_stores_what_the_orm_reference_stores(settings):
+    settings.SETTLEMENT_ACCEPT_POLICY = "manual"
+    settings.NOTICE_PUBLISHER = "tests.test_margins.discard"
+
+    @settings_for_db
+    @given(histories)
+    def run(history):
+        sides = []
+        for record in (plain_sql, orm_reference.record_trades):
+            initiator = Peer.objects.create(address=Account.create().address)
+            responder = Peer.objects.create(address=Account.create().address)
+            channel = opened_channel(initiator=initiator, responder_address=responder.address,
+                                     margin_deposit=Decimal("500"))
+            sides.append((channel, initiator, responder, record, []))
+        for op in history:
+            if op[0] == "mark":  # marks are the operator's, for every channel alike
+                marks.set_mark(market=op[1], price=Decimal(op[2]))
+                continue
+            outcomes = [apply(op, *side) for side in sides]
+            assert outcomes[0] == outcomes[1], op
+            assert snapshot(sides[0][0]) == snapshot(sides[1][0]), op
+        ledgers = []
+        for channel, *_ in sides:
+            markets = sorted(set(channel.positions.filter(status="open").values_list("market", flat=True)))
+            if markets:
+                ledgers.append(settlement_services.propose_settlement(
+                    channel_id=channel.channel_id, payment_method="mock", chain_id=1, markets=markets,
+                    actor="test").ledger)
+        assert len(ledgers) in (0, 2) and (not ledgers or ledgers[0] == ledgers[1])
+
+    run()
+
+
+settings_for_db = settings(max_examples=40, deadline=None, database=None, derandomize=True,
+                           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
