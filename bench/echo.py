@@ -8,16 +8,19 @@ import json
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from operatorapi.dispatch import NoDatabaseDispatchMixin
+
 
 class EchoConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         await self.send(text_data=text_data, bytes_data=bytes_data)
 
 
-class CeilingConsumer(AsyncWebsocketConsumer):
+class CeilingConsumer(NoDatabaseDispatchMixin, AsyncWebsocketConsumer):
     """A trade's frames with no database at all: the reply, then one channel-layer message to each party of the
     pair carrying its two notifications (a position_notification and a marginUpdated), as the operator sends them
-    (operatorapi/publisher.py). What the trade path could reach if its database work cost nothing."""
+    (operatorapi/publisher.py), dispatched as the operator's consumer dispatches (operatorapi/dispatch.py). What the
+    trade path could reach if its database work cost nothing. The echo stays Channels' bare consumer."""
 
     async def connect(self):
         kwargs = self.scope["url_route"]["kwargs"]

@@ -426,7 +426,13 @@ def main(argv=None):
         with daphnes(env, args.processes, workdir) as (urls, pids):
             for scenario in scenarios:
                 for pairs in loads:
-                    point = run_point(scenario, urls, pairs, args.duration, args.batch, args.client_procs)
+                    try:
+                        point = run_point(scenario, urls, pairs, args.duration, args.batch, args.client_procs)
+                    except RuntimeError:
+                        for log in sorted(workdir.glob("daphne-*.log")):  # the server's side of the failure
+                            print(f"--- {log.name} (last lines)\n" + "\n".join(
+                                log.read_text().splitlines()[-40:]), file=sys.stderr)
+                        raise
                     points.append(point)
                     print(f"{scenario:>14} {point['connections']:>3} conn: {point['rate']:>9.1f}/s  "
                           f"p50 {point['p50_ms']:>7.2f} ms  p99 {point['p99_ms']:>7.2f} ms"

@@ -23,6 +23,7 @@ from channels_app.identity import operator_keys
 from channels_app.services import auth, channels, presence, tokens, trades
 from operatorapi import heartbeat, payloads, schemas, shutdown
 from operatorapi.dbthreads import on_thread_of
+from operatorapi.dispatch import NoDatabaseDispatchMixin
 from operatorapi.errors import ErrorCode, ProtocolError, error_frame
 from operatorapi.events import Event
 from operatorapi.publisher import peer_control_group, peer_group
@@ -43,7 +44,7 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-class OperatorConsumer(AsyncJsonWebsocketConsumer):
+class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
     peer = None
     challenge: auth.Challenge | None = None
     auth_failures = 0

@@ -18,7 +18,9 @@ from functools import cache
 
 from asgiref.sync import SyncToAsync
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
+
+from operatorapi.compat import pool_check
 
 
 @cache
@@ -34,6 +36,7 @@ def giving_connections_back(func):
     """
     @functools.wraps(func)
     def run(*args, **kwargs):
+        pool_check.install_on(connection)
         close_old_connections()
         try:
             return func(*args, **kwargs)

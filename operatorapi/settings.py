@@ -103,7 +103,10 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Long-lived async workers: a pool (not per-thread persistent connections) with health checks.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # with a pool: checked when taken from the pool
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    # The trade path prepares its statements (channels_app/tradestore.py: prepare=True); nothing else is prepared
+    # (Django's own queries bind client-side). psycopg prepares nothing at all while the threshold is None.
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 2**31 - 1
+    DATABASES["default"]["OPTIONS"]["pool"] = {
         "min_size": env.int("DB_POOL_MIN", default=2),
         "max_size": env.int("DB_POOL_MAX", default=10),
         "timeout": 10,

@@ -11,7 +11,7 @@ from django.utils import timezone
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from channels_app import selectors
+from channels_app import pipeline, selectors
 from channels_app.errors import Code, DomainError
 from channels_app.models import Peer, PeerConnection
 from channels_app.services import presence
@@ -111,11 +111,17 @@ def _count_failure(client_ip: str) -> None:
 
 
 def admit_peer(*, address: str, channel_name: str = "", client_address: str = "") -> Peer:
-    """Record the peer's sign-in (and its connection, for presence), or refuse it when disabled or not on
-    OPERATOR_ALLOWED_PEERS."""
+    """Record the peer's sign-in (and its connection, for presence), or refuse it when disabled, not on
+    OPERATOR_ALLOWED_PEERS, or at its connection limit.
+
+    Under the peer's row lock, so two sign-ins cannot both take the last connection. On PostgreSQL one round trip
+    (``_admit_in_one_round_trip``): a handshake waits on nothing else of the database.
+    """
     allowed = {a.lower() for a in settings.OPERATOR_ALLOWED_PEERS}
     if allowed and address.lower() not in allowed:
         raise DomainError(Code.PEER_DISABLED, "this peer is not allowed on this operator")
+    if pipeline.own_transaction():
+        return _admit_in_one_round_trip(address=address, channel_name=channel_name, client_address=client_address)
     now = timezone.now()
     with transaction.atomic():
         peer, _ = Peer.objects.select_for_update().get_or_create(address=address)
@@ -125,11 +131,53 @@ def admit_peer(*, address: str, channel_name: str = "", client_address: str = ""
         if channel_name and limit:  # counted under the peer's row lock: two sign-ins cannot both take the last
             live = PeerConnection.objects.filter(selectors.LIVE, peer=peer).exclude(channel_name=channel_name).count()
             if live >= limit:
-                raise DomainError(Code.CONNECTION_LIMIT, f"this peer already has {live} live connections "
-                                    f"(limit {limit}); close one first")
+                raise _connection_limit(live, limit)
         peer.first_seen = peer.first_seen or now
         peer.last_seen = now
         peer.save(update_fields=["first_seen", "last_seen"])
         if channel_name:
             presence.connected(peer=peer, channel_name=channel_name, client_address=client_address)
     return peer
+
+
+def _connection_limit(live: int, limit: int) -> DomainError:
+    return DomainError(Code.CONNECTION_LIMIT, f"this peer already has {live} live connections (limit {limit}); "
+                       "close one first")
+
+
+PEER, CONNECTION = Peer._meta.db_table, PeerConnection._meta.db_table
+# The peer row (created if new), then locked; then, on a snapshot taken under the lock, the live connections
+# counted and, only if the peer may come in, its sign-in times and its connection written: the same rules as the
+# ORM branch of ``admit_peer``, in one round trip with BEGIN and COMMIT.
+CREATE_PEER = (f"INSERT INTO {PEER} (address, name, url, is_disabled, created_at) VALUES (%s, '', '', false, %s) "
+               "ON CONFLICT (address) DO NOTHING")
+LOCK_PEER = f"SELECT id, is_disabled, name, url, first_seen FROM {PEER} WHERE address = %s FOR UPDATE"
+ADMIT = (
+    f"WITH p AS (SELECT id, is_disabled FROM {PEER} WHERE address = %s), "
+    f"live AS (SELECT count(*) AS n FROM {CONNECTION} c, p WHERE c.peer_id = p.id AND c.expires_at > now() "
+    "AND c.channel_name <> %s), "
+    "ok AS (SELECT p.id FROM p, live WHERE NOT p.is_disabled AND (%s::text = '' OR %s::int = 0 OR live.n < %s::int)), "
+    f"seen AS (UPDATE {PEER} SET first_seen = COALESCE(first_seen, %s), last_seen = %s "
+    "WHERE id IN (SELECT id FROM ok) RETURNING id), "
+    f"present AS (INSERT INTO {CONNECTION} (channel_name, peer_id, server, client_address, connected_at, expires_at) "
+    "SELECT %s, ok.id, %s, %s, %s, now() + make_interval(secs => %s) FROM ok WHERE %s::text <> '' "
+    "ON CONFLICT (channel_name) DO UPDATE SET peer_id = EXCLUDED.peer_id, server = EXCLUDED.server, "
+    "client_address = EXCLUDED.client_address, expires_at = EXCLUDED.expires_at RETURNING id) "
+    "SELECT live.n, (SELECT count(*) FROM seen) FROM live")
+
+
+def _admit_in_one_round_trip(*, address: str, channel_name: str, client_address: str) -> Peer:
+    now = timezone.now()
+    limit = settings.MAX_CONNECTIONS_PER_PEER
+    (peer_row,), ((live, admitted),) = pipeline.run([
+        pipeline.BEGIN, (CREATE_PEER, [address, now]), (LOCK_PEER, [address]),
+        (ADMIT, [address, channel_name, channel_name, limit, limit, now, now, channel_name, presence.SERVER,
+                 client_address[:100], now, settings.PRESENCE_LEASE_SECONDS, channel_name]),
+        pipeline.COMMIT], prepare=frozenset({CREATE_PEER, LOCK_PEER, ADMIT}))[1:]
+    key, disabled, name, url, first_seen = peer_row
+    if disabled:
+        raise DomainError(Code.PEER_DISABLED, "this peer is disabled")
+    if not admitted:
+        raise _connection_limit(live, limit)
+    return Peer(id=key, address=address, name=name, url=url, is_disabled=False, first_seen=first_seen or now,
+                last_seen=now)

@@ -8,12 +8,14 @@ shim when Django starts, so a server, a worker and a command all check.
 - ``on_commit``: Django's list of on-commit hooks (the notification outbox joins the current savepoint's outbox).
 - ``event_loop``: asgiref's thread-local reference to the server's event loop (the outbox hands frames to it).
 - ``redis_pubsub``: channels-redis' pub/sub layer, made to ride out a Redis outage.
+- ``pool_check``: psycopg_pool's check of a connection it hands out, made to cost no round trip.
 """
 from importlib.metadata import version
 
 from django.core.exceptions import ImproperlyConfigured
 
-SHIMS = ("operatorapi.compat.on_commit", "operatorapi.compat.event_loop", "operatorapi.compat.redis_pubsub")
+SHIMS = ("operatorapi.compat.on_commit", "operatorapi.compat.event_loop", "operatorapi.compat.redis_pubsub",
+         "operatorapi.compat.pool_check")
 
 
 def require(distribution: str, line: str) -> str:
