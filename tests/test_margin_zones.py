@@ -233,3 +233,16 @@ async def test_the_margin_call_waits_while_its_method_is_unavailable(long_ten, s
     assert channel.margin_call_due_at is not None and "escrow is not available" in channel.margin_call_error
     settings.MARGIN_FORCED_SETTLEMENT_METHOD = "mock"  # the method is back: the next round starts it
     await wait_for_settlements(channel_id, 1)
+
+
+async def test_recompute_positions_fix_rezones_channels_after_the_rate_changed(long_ten, settings):
+    from django.core.management import call_command
+
+    alice, bob, channel_id = long_ten
+    await mark((alice, bob), channel_id, "18.5")  # Bob at 15: orange at the default rate (10% / 20%)
+    assert await zones_of(channel_id) == ("green", "orange")
+    settings.MARGIN_MAINTENANCE_RATE = "0.05"  # green from 10: Bob's 15 is green now
+    await database_sync_to_async(call_command)("recompute_positions")  # a report changes nothing
+    assert await zones_of(channel_id) == ("green", "orange")
+    await database_sync_to_async(call_command)("recompute_positions", "--fix")
+    assert await zones_of(channel_id) == ("green", "green")
