@@ -351,6 +351,20 @@ def run_point(scenario, urls, pairs: int, duration: float, batch: int, client_pr
     }
 
 
+def server_p50(logs: dict, event: str) -> float | None:
+    """The p50 of the server's own time for ``event`` during the point: its request log lines' ``ms`` (frame in to
+    reply sent), read from what each Daphne log gained since ``logs`` (path -> size before)."""
+    times = []
+    for log, start in logs.items():
+        with open(log) as lines:
+            lines.seek(start)
+            for line in lines:
+                if '"operatorapi.requests"' in line and f'"event": "{event}"' in line:
+                    with contextlib.suppress(ValueError, KeyError):
+                        times.append(json.loads(line)["ms"])
+    return round(percentile(times, 0.5), 2) if times else None
+
+
 # --- report ----------------------------------------------------------------------------------------------------
 def verdicts(points: list[dict], top: int) -> list[dict]:
     """Each target's figure from this run's points, beside the target; every trade delivered to both parties."""
@@ -426,6 +440,7 @@ def main(argv=None):
         with daphnes(env, args.processes, workdir) as (urls, pids):
             for scenario in scenarios:
                 for pairs in loads:
+                    logs = {log: log.stat().st_size for log in workdir.glob("daphne-*.log")}
                     try:
                         point = run_point(scenario, urls, pairs, args.duration, args.batch, args.client_procs)
                     except RuntimeError:
@@ -433,9 +448,11 @@ def main(argv=None):
                             print(f"--- {log.name} (last lines)\n" + "\n".join(
                                 log.read_text().splitlines()[-40:]), file=sys.stderr)
                         raise
+                    point["server_p50_ms"] = server_p50(logs, "authenticate" if scenario == "auth" else scenario)
                     points.append(point)
+                    server = f" (server {point['server_p50_ms']:.2f})" if point["server_p50_ms"] else ""
                     print(f"{scenario:>14} {point['connections']:>3} conn: {point['rate']:>9.1f}/s  "
-                          f"p50 {point['p50_ms']:>7.2f} ms  p99 {point['p99_ms']:>7.2f} ms"
+                          f"p50 {point['p50_ms']:>7.2f} ms{server}  p99 {point['p99_ms']:>7.2f} ms"
                           + ("" if point["notifications_delivered"] is None else
                              f"  notified both: {point['notifications_delivered']}"), flush=True)
     echo = {p["pairs"]: p["rate"] for p in points if p["scenario"] == "echo"}
