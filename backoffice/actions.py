@@ -62,13 +62,17 @@ def set_mark(*, actor: str, market: str, price: Decimal, user=None, source: str 
 
 
 def act_on_settlement(*, actor: str, settlement_pk: int, action: str, note: str = "", user=None) -> Settlement:
-    """accept / reject / fail / retry, audited. An accepted settlement is then paid by the payment worker."""
+    """accept / reject / fail / retry, audited. An accepted settlement is then paid by the payment worker.
+
+    The clerk's note is kept in both places a clerk looks: the settlement's history (its transition's note) and the
+    audit entry (with Django's admin log, when a user acted)."""
     if action not in SETTLEMENT_ACTIONS:
         raise ValueError(f"unknown settlement action {action!r}")
+    note = note.strip()[:2000]
     with transaction.atomic():
         before = Settlement.objects.get(pk=settlement_pk).state
         if action == "retry":
-            settlement = settlement_services.retry(settlement_pk=settlement_pk, actor=actor)
+            settlement = settlement_services.retry(settlement_pk=settlement_pk, actor=actor, note=note)
         elif action == "fail":
             settlement = settlement_services.fail_by_hand(settlement_pk=settlement_pk, actor=actor, note=note)
         else:
@@ -76,7 +80,7 @@ def act_on_settlement(*, actor: str, settlement_pk: int, action: str, note: str 
                 settlement_pk=settlement_pk, target=SETTLEMENT_TRANSITION_ACTIONS[action], actor=actor, note=note)
         record(actor=actor, user=user, action=f"{action}_settlement", obj=settlement,
                before={"settlement": settlement_pk, "state": before},
-               after={"settlement": settlement.pk, "state": settlement.state})
+               after={"settlement": settlement.pk, "state": settlement.state, "note": note})
     if action == "retry":
         return settlement_services.apply_accept_policy(settlement_pk=settlement.pk)
     return settlement

@@ -4,6 +4,7 @@ One code path, two setups: with nothing in the environment it runs on SQLite in 
 channel layer; with ``DATABASE_URL`` and ``REDIS_URL`` it runs on PostgreSQL (psycopg 3, pooled) and
 channels-redis. Every knob is an environment variable (docs/protocol.md section 9).
 """
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -54,6 +55,9 @@ INSTALLED_APPS = [
     "channels_app",
     "settlement",
     "backoffice.apps.BackofficeConfig",
+    "django_otp",  # the back office's second factor (backoffice/site.py, backoffice/otp.py)
+    "django_otp.plugins.otp_totp",
+    "axes",  # throttles failed back-office sign-ins (backoffice/lockouts.py)
 ]
 
 MIDDLEWARE = [
@@ -63,8 +67,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): the session passed the second factor
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: turns a lock-out into its page (429)
 ]
 
 ROOT_URLCONF = "operatorapi.urls"
@@ -154,6 +160,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Axes first: it refuses a locked-out username and address before any password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -164,6 +172,29 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+
+# --- Back-office sign-in (docs/protocol.md section 10, "Back office and operators") --------------------------
+# Two factors: a back-office session sees nothing until a confirmed TOTP device verified it (backoffice/site.py).
+# "off" is for development and the tests only; `check --deploy` warns about it with DEBUG off (backoffice.W001).
+BACKOFFICE_2FA = env.bool("BACKOFFICE_2FA", default=True)
+OTP_TOTP_ISSUER = "Operator API back office"  # the account's label in the clerk's authenticator app
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # the admin never shows a device's secret key once it exists
+# Failed sign-ins (django-axes): after BACKOFFICE_LOGIN_FAILURES for one username from one client address, that
+# pair is locked out for BACKOFFICE_LOCKOUT_SECONDS (audited; a superuser lifts it in the admin). The address is
+# REMOTE_ADDR: behind a proxy, the proxy's.
+BACKOFFICE_LOGIN_FAILURES = env.int("BACKOFFICE_LOGIN_FAILURES", default=5)
+BACKOFFICE_LOCKOUT_SECONDS = env.int("BACKOFFICE_LOCKOUT_SECONDS", default=3600)
+AXES_FAILURE_LIMIT = BACKOFFICE_LOGIN_FAILURES
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # the username AND the address, not either alone
+AXES_COOLOFF_TIME = timedelta(seconds=BACKOFFICE_LOCKOUT_SECONDS)
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/lockout.html"
+AXES_ENABLE_ACCESS_FAILURE_LOG = True  # every failed sign-in kept (up to 1000 per username), for the superuser
+AXES_ENABLE_ADMIN = False  # backoffice/admin/signin.py registers axes' models, lifting a lock-out audited
+# Idle sessions end: each request pushes the expiry BACKOFFICE_SESSION_IDLE_SECONDS ahead (a sliding expiry).
+BACKOFFICE_SESSION_IDLE_SECONDS = env.int("BACKOFFICE_SESSION_IDLE_SECONDS", default=1800)
+SESSION_COOKIE_AGE = BACKOFFICE_SESSION_IDLE_SECONDS
+SESSION_SAVE_EVERY_REQUEST = True
 
 # --- Operator protocol (docs/protocol.md section 9) ---------------------------------------------------------
 API_VERSION = "1.0.0"
@@ -259,3 +290,5 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+# django-axes logs every sign-in at INFO; its lock-outs (WARNING) belong in the logs, the rest is in its tables.
+LOGGING["loggers"] = {"axes": {"level": "WARNING"}}

@@ -119,15 +119,16 @@ def _propose(channel: Channel, *, payment_method: str, chain_id: int, markets: l
     return settlement
 
 
-def retry(*, settlement_pk: int, actor: str) -> Settlement:
-    """A failed settlement is tried again as a new proposal of the same markets and method."""
+def retry(*, settlement_pk: int, actor: str, note: str = "") -> Settlement:
+    """A failed settlement is tried again as a new proposal of the same markets and method; ``note`` (a clerk's)
+    follows the history's "retry of settlement N"."""
     failed = Settlement.objects.select_related("channel").get(pk=settlement_pk)
     if failed.state != S.FAILED:
         raise DomainError(Code.INVALID_SETTLEMENT_STATE, f"settlement is {failed.state}; only a failed one is "
                           "retried")
     return propose_settlement(channel_id=failed.channel.channel_id, payment_method=failed.payment_method,
                               chain_id=failed.chain_id, markets=failed.markets, actor=actor,
-                              note=f"retry of settlement {failed.pk}")
+                              note=f"retry of settlement {failed.pk}" + (f": {note}" if note else ""))
 
 
 def transition(*, settlement_pk: int, target: SettlementState, actor: str, note: str = "") -> Settlement:

@@ -8,3 +8,6 @@ unsets it for the production case.
 import os
 
 os.environ.setdefault("OPERATOR_DEV_KEYS", "true")
+# The back office's second factor is off for the suite (and the servers and commands it starts): the admin tests
+# sign in with force_login. tests/test_backoffice_security.py turns it on where it proves it.
+os.environ.setdefault("BACKOFFICE_2FA", "off")

@@ -17,6 +17,20 @@ from settlement.models import Settlement
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def money(exact, shown):
+    """A figure as the back office shows it: rounded, the exact value on hover (backoffice.display.money)."""
+    return f'<span class="money" title="{exact}">{shown}</span>'
+
+
+async def disable(admin_client, peer):
+    """The admin action, confirmed: the first POST answers the confirmation page, the second disables."""
+    confirmation = await admin_client.post("/admin/channels_app/peer/", {"action": "disable_peers",
+                                                                         "_selected_action": [peer.pk]})
+    assert confirmation.status_code == 200 and 'id="confirm"' in confirmation.content.decode()
+    return await admin_client.post("/admin/channels_app/peer/", {"action": "disable_peers", "confirm": "yes",
+                                                                 "_selected_action": [peer.pk]})
+
+
 def settle(channel_id, markets=("ETH/USD",)):
     return {"channel_id": channel_id, "payment_method": "mock", "chain_id": 1, "markets": list(markets)}
 
@@ -79,8 +93,10 @@ async def test_the_channel_page_shows_both_balances_positions_from_both_sides_an
     channel = await Channel.objects.aget(channel_id=channel_id)
     page = (await clerk.get(f"/admin/channels_app/channel/{channel.pk}/change/")).content.decode()
     assert "1060" in page and "940" in page  # alice long 1 @100 at mark 130 (+30) and realized +30
-    assert "buy 1 · cost 100 · value 130 · pnl 30 · realized 30" in page
-    assert "sell 1 · cost 100 · value 130 · pnl -30 · realized -30" in page
+    assert (f"buy 1 · cost {money(100, '100.00')} · value {money(130, '130.00')} · pnl {money(30, '30.00')} · "
+            f"realized {money(30, '30.00')}") in page
+    assert (f"sell 1 · cost {money(100, '100.00')} · value {money(130, '130.00')} · pnl {money(-30, '-30.00')} · "
+            f"realized {money(-30, '-30.00')}") in page
     assert len(re.findall(r'id="trades-\d+"', page)) == 2  # both trades, inline
     assert "2: buy 1 ETH/USD @ 130" in page  # as bob recorded it
     listing = (await clerk.get("/admin/channels_app/channel/", {"q": bob.address.lower()})).content.decode()
@@ -154,7 +170,7 @@ async def test_accepting_a_settlement_in_the_admin_runs_it_and_both_parties_hear
     clerk = await browser(await make_user("clerk", clerk=True))
     page = (await clerk.get(f"/admin/settlement/settlement/{settlement.pk}/change/")).content.decode()
     assert 'id="action-accept"' in page and 'id="action-reject"' in page and 'id="action-fail"' not in page
-    assert "<td>USD</td><td>0</td><td>0</td>" in page  # the ledger, per asset and side
+    assert f"<td>USD</td><td>{money(0, '0.00')}</td><td>{money(0, '0.00')}</td>" in page  # per asset and side
 
     url = f"/admin/settlement/settlement/{settlement.pk}/act/accept/"
     confirmation = (await clerk.get(url)).content.decode()
@@ -224,7 +240,7 @@ async def test_disabling_a_peer_closes_its_connections_and_it_cannot_log_in_agai
     bob_again = await connect(bob.account)
     root = await browser(await make_user("root", superuser=True))
     peer = await Peer.objects.aget(address=bob.address)
-    response = await root.post("/admin/channels_app/peer/", {"action": "disable_peers", "_selected_action": [peer.pk]})
+    response = await disable(root, peer)
     assert response.status_code == 302
     for client in (bob, bob_again):
         assert await client.comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}
@@ -246,7 +262,10 @@ async def test_a_clerk_cannot_disable_peers(pair):
     alice, bob, channel_id = pair
     clerk = await browser(await make_user("clerk", clerk=True))
     peer = await Peer.objects.aget(address=bob.address)
-    await clerk.post("/admin/channels_app/peer/", {"action": "disable_peers", "_selected_action": [peer.pk]})
+    for confirmed in ({}, {"confirm": "yes"}):  # neither the confirmation page nor the confirmed POST
+        response = await clerk.post("/admin/channels_app/peer/", {"action": "disable_peers",
+                                                                  "_selected_action": [peer.pk], **confirmed})
+        assert 'id="confirm"' not in response.content.decode()
     assert not (await Peer.objects.aget(pk=peer.pk)).is_disabled
     await bob.expect_nothing()
 
@@ -273,7 +292,7 @@ async def test_the_audit_log_cannot_be_edited_even_by_a_superuser(pair):
     root_user = await make_user("root", superuser=True)
     root = await browser(root_user)
     peer = await Peer.objects.aget(address=bob.address)
-    await root.post("/admin/channels_app/peer/", {"action": "disable_peers", "_selected_action": [peer.pk]})
+    await disable(root, peer)
     entry = await AuditEntry.objects.aget()
     assert (await root.post(f"/admin/backoffice/auditentry/{entry.pk}/change/", {"actor": "x"})).status_code == 403
     assert (await root.post(f"/admin/backoffice/auditentry/{entry.pk}/delete/", {"post": "yes"})).status_code == 403

@@ -21,6 +21,7 @@ from channels_app.services.trades import TradeInput, record_trade
 from settlement.services import propose_settlement
 from tests.client import EXECUTED_AT
 from tests.factories import opened_channel
+from tests.test_admin import money
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -83,8 +84,8 @@ def test_the_list_shows_both_zones_coloured_and_written(clerk, zoned):
     for ch, (initiator, responder) in expected.items():
         zones = re.findall(r'class="zone zone-(\w+)"[^>]*>(\w+)</span>', listed[ch.channel_id])
         assert zones == [(initiator, initiator), (responder, responder)], zones  # the word, not colour alone
-    assert '<td class="field-responder_balance">-50</td>' in listed[red.channel_id]  # the balances beside them
-    assert '<td class="field-responder_balance">15</td>' in listed[orange.channel_id]
+    assert f'<td class="field-responder_balance">{money(-50, "-50.00")}</td>' in listed[red.channel_id]  # beside
+    assert f'<td class="field-responder_balance">{money(15, "15.00")}</td>' in listed[orange.channel_id]
 
 
 @pytest.mark.parametrize("zone, expected", [("orange", [0]), ("red", [1, 2]), ("green", [3])])
@@ -121,7 +122,8 @@ def test_the_channel_page_shows_both_zones_balances_and_a_pending_margin_call(cl
     mark("ETH/USD", "25")  # the responder at -50: red, a margin call due (no worker runs here to start it)
     Channel.objects.filter(pk=ch.pk).update(margin_call_error="escrow is not available yet: <chain unchecked>")
     page = clerk.get(url).content.decode()
-    assert '<div class="readonly">250</div>' in page and '<div class="readonly">-50</div>' in page  # balances
+    assert (f'<div class="readonly">{money(250, "250.00")}</div>' in page
+            and f'<div class="readonly">{money(-50, "-50.00")}</div>' in page)  # balances
     assert f'<span {badge("green")}' in page and re.search(rf'<span {badge("red")}[^>]*>red</span>', page)
     assert 'class="margin-call-pending">pending since' in page
     assert "could not start yet" in page and "&lt;chain unchecked&gt;" in page  # escaped, not markup
@@ -135,12 +137,13 @@ def test_the_settlement_page_flags_a_shortfall_the_deposit_does_not_cover(clerk)
     settlement = propose_settlement(channel_id=ch.channel_id, payment_method="mock", chain_id=1,
                                     markets=["ETH/USD"], actor="test")
     page = clerk.get(f"/admin/settlement/settlement/{settlement.pk}/change/").content.decode()
-    assert ("<td>USD</td><td>0</td><td>150</td>"
-            '<td class="shortfall shortfall-nonzero"><strong>50</strong> not covered by the deposit</td>') in page
+    assert (f"<td>USD</td><td>{money(0, '0.00')}</td><td>{money(150, '150.00')}</td>"
+            f'<td class="shortfall shortfall-nonzero"><strong>{money(50, "50.00")}</strong> not covered by the '
+            "deposit</td>") in page
     listing = clerk.get("/admin/settlement/settlement/").content.decode()
-    assert '<span class="shortfall shortfall-nonzero">USD 50</span>' in listing
+    assert f'<span class="shortfall shortfall-nonzero">USD {money(50, "50.00")}</span>' in listing
     confirmation = clerk.get(f"/admin/settlement/settlement/{settlement.pk}/act/accept/").content.decode()
-    assert "<strong>50</strong> not covered by the deposit" in confirmation
+    assert f"<strong>{money(50, '50.00')}</strong> not covered by the deposit" in confirmation
 
 
 def test_a_covered_ledger_line_shows_a_zero_shortfall_unflagged(clerk):
@@ -149,5 +152,6 @@ def test_a_covered_ledger_line_shows_a_zero_shortfall_unflagged(clerk):
     settlement = propose_settlement(channel_id=ch.channel_id, payment_method="mock", chain_id=1,
                                     markets=["ETH/USD"], actor="test")
     page = clerk.get(f"/admin/settlement/settlement/{settlement.pk}/change/").content.decode()
-    assert '<td>USD</td><td>0</td><td>50</td><td class="shortfall">0</td>' in page
+    assert (f"<td>USD</td><td>{money(0, '0.00')}</td><td>{money(50, '50.00')}</td>"
+            f'<td class="shortfall">{money(0, "0.00")}</td>') in page
     assert 'class="shortfall shortfall-nonzero"' not in page

@@ -4,8 +4,10 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,10 +17,13 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
 from backoffice.audit import command_actor
+from backoffice.management.commands._common import EXIT_BROKEN_PIPE
+from backoffice.management.commands.export_trades import iso_utc
 from backoffice.models import AuditEntry
 from backoffice.permissions import BACKOFFICE_GROUP
-from channels_app.models import Channel, MarkPrice, Position
+from channels_app.models import Channel, MarkPrice, Position, Trade
 from settlement.models import Settlement
+from tests.client import EXECUTED_AT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 REPO = Path(__file__).resolve().parents[1]
@@ -123,6 +128,78 @@ def test_import_marks_is_all_or_nothing_and_names_every_bad_line(tmp_path):
     assert AuditEntry.objects.filter(action="set_mark").count() == 2
 
 
+def test_import_marks_reads_excels_utf8_with_its_byte_order_mark_and_refuses_other_encodings_in_one_line(tmp_path):
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(b"\xef\xbb\xbfmarket,price\r\nETH/USD,1800.5\r\n")  # Excel's "CSV UTF-8": BOM, CRLF
+    out, _ = run("import_marks", str(excel))
+    assert "1 mark(s) set" in out and str(MarkPrice.objects.get(market="ETH/USD").price) == "1800.5"
+    assert MarkPrice.objects.get(market="ETH/USD").source == "import_marks excel.csv"  # its name: a path may be long
+    out, _ = run("import_marks", "-", stdin="\ufeffmarket,price\nBTC/USD,65000\n")  # the same, piped in
+    assert "1 mark(s) set" in out
+
+    latin1 = tmp_path / "latin1.csv"  # Excel's plain "CSV" on a western Windows: cp1252, here an e acute
+    latin1.write_bytes("market,price\nETH/USD,1900\nCAF\u00c9/USD,1\n".encode("cp1252"))
+    with pytest.raises(CommandError) as refused:
+        run("import_marks", str(latin1))
+    assert str(refused.value) == ('line 3: byte 4 (0xc9) is not UTF-8: save the file as UTF-8 (in Excel: "CSV '
+                                  'UTF-8") and import it again')
+    assert str(MarkPrice.objects.get(market="ETH/USD").price) == "1800.5"  # nothing imported
+    utf16 = tmp_path / "utf16.csv"
+    utf16.write_bytes("market,price\nETH/USD,1\n".encode("utf-16"))
+    with pytest.raises(CommandError, match="^line 1: byte 1 \\(0xff\\) is not UTF-8: save the file as UTF-8"):
+        run("import_marks", str(utf16))
+
+    env = {**os.environ, "VAR_DIR": str(tmp_path / "var"), "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    env.pop("REDIS_URL", None)  # through manage.py, from standard input: the message, no traceback
+    shown = subprocess.run([sys.executable, "manage.py", "import_marks", "-"], cwd=REPO, env=env,
+                           input=latin1.read_bytes(), capture_output=True)
+    stderr = shown.stderr.decode()
+    assert shown.returncode == 1 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == ("CommandError: line 3: byte 4 (0xc9) is not UTF-8: save the file as "
+                                               'UTF-8 (in Excel: "CSV UTF-8") and import it again')
+
+
+def test_a_reader_that_stops_early_ends_export_trades_and_channel_status_quietly(tmp_path):
+    """``export_trades | head`` and ``channel_status ... | head``: no BrokenPipeError traceback, exit status 141 (as a
+    shell tool killed by SIGPIPE)."""
+    env = {**os.environ, "VAR_DIR": str(tmp_path / "var"), "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    env.pop("REDIS_URL", None)
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True)
+    made = subprocess.run([sys.executable, "manage.py", "shell", "-c", SOME_TRADES], cwd=REPO, env=env,
+                          capture_output=True, text=True, check=True)
+    channel_id = made.stdout.split()[-1]
+    for command, lines_read in ((["export_trades"], 1), (["export_trades", "--format", "json"], 1),
+                                (["channel_status", channel_id], 0)):
+        shown = subprocess.Popen([sys.executable, "manage.py", *command], cwd=REPO, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(lines_read):  # the export is larger than the pipe holds: its writes wait for this reader
+            assert shown.stdout.readline()
+        shown.stdout.close()  # the reader goes away (channel_status's few lines: before it wrote any)
+        stderr = shown.stderr.read().decode()
+        shown.stderr.close()
+        assert shown.wait(timeout=60) == EXIT_BROKEN_PIPE, (command, stderr)
+        assert "Traceback" not in stderr and "BrokenPipe" not in stderr and "Exception ignored" not in stderr, stderr
+    whole = subprocess.run([sys.executable, "manage.py", "channel_status", channel_id], cwd=REPO, env=env,
+                           capture_output=True, text=True)
+    assert whole.returncode == 0 and "trades: 1000" in whole.stdout  # a reader that reads it all: as before
+
+
+SOME_TRADES = """
+from decimal import Decimal
+from eth_account import Account
+from channels_app.models import Peer
+from channels_app.services.trades import TradeInput, record_trades
+from tests.factories import opened_channel
+alice = Peer.objects.create(address=Account.create().address)
+channel = opened_channel(initiator=alice, responder_address=Account.create().address, margin_deposit=Decimal(10**6))
+for batch in range(10):
+    record_trades(peer=alice, channel_id=channel.channel_id, trades=[
+        TradeInput(f"t{batch}-{n}", "ETH/USD", "sell" if n % 2 else "buy", Decimal(1), Decimal(10), 1700000000)
+        for n in range(100)])
+print(channel.channel_id)
+"""
+
+
 async def test_recompute_positions_reports_drift_exits_non_zero_and_fixes_it(pair):
     alice, bob, channel_id = pair
     await alice.record(channel_id, external_id="1", amount="2", price="100")
@@ -166,11 +243,19 @@ async def test_export_trades_writes_exactly_what_was_recorded(pair, tmp_path):
         ("tiny", "0.000000000000000001", "123456789012345678.5", "buy", "buy"),
         ("b-1", "3", "99.25", "buy", "sell")]
     assert rows[1]["recorded_by"] == bob.address and rows[0]["channel_id"] == channel_id
+    stored = [t async for t in Trade.objects.order_by("id")]
+    for r, trade in zip(rows, stored):  # times as ISO 8601 UTC, the broker's Unix seconds beside
+        assert r["executed_at"] == datetime.fromtimestamp(EXECUTED_AT, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert r["executed_at_unix"] == str(EXECUTED_AT)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", r["recorded_at"])
+        assert datetime.fromisoformat(r["recorded_at"]) == trade.recorded_at
+    assert iso_utc(datetime(2026, 11, 27, 10, 59, 13, tzinfo=UTC)) == "2026-11-27T10:59:13Z"
 
     target = tmp_path / "trades.json"
     out, err = await arun("export_trades", "--format", "json", "--channel", channel_id, "--output", str(target))
     exported = json.loads(target.read_text())
     assert [t["external_id"] for t in exported] == ["tiny", "b-1"] and exported[0]["amount"] == "0.000000000000000001"
+    assert exported[0]["executed_at"] == rows[0]["executed_at"] and exported[0]["executed_at_unix"] == EXECUTED_AT
     assert "2 trade(s) written" in err
     with pytest.raises(CommandError, match="not a channel id"):
         await arun("export_trades", "--channel", "nope")
@@ -200,6 +285,19 @@ async def test_settle_runs_a_mock_settlement_both_parties_hear_and_channel_statu
         await arun("settle", channel_id, "--markets", "ETH/USD", "--method", "escrow")
     with pytest.raises(CommandError, match="no channel"):
         await arun("channel_status", "0x" + "cd" * 32)
+
+
+async def test_settle_under_the_manual_policy_says_a_clerk_must_accept_it_before_anything_is_paid(pair, settings):
+    settings.SETTLEMENT_ACCEPT_POLICY = "manual"
+    alice, bob, channel_id = pair
+    await alice.record(channel_id, external_id="1", amount="2", price="100")
+    out, _ = await arun("settle", channel_id, "--markets", "ETH/USD", "--method", "mock")
+    settlement = await Settlement.objects.aget()
+    assert settlement.state == "proposed"
+    assert out.splitlines()[0] == (
+        f"settlement {settlement.pk} of {channel_id}: proposed. Nothing is paid yet: the acceptance policy is manual "
+        f"(SETTLEMENT_ACCEPT_POLICY), so a clerk must accept it in the back office (Settlements, settlement "
+        f"{settlement.pk}) before anything is paid; a rejection reopens the positions.")
 
 
 def test_create_backoffice_user_makes_a_clerk_with_a_password_from_the_environment(monkeypatch):

@@ -64,7 +64,7 @@ def test_check_deploy_is_clean_with_a_production_environment(tmp_path):
     import sys
     from pathlib import Path
 
-    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "TLS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "TLS", "BACKOFFICE_2FA")}
     env.update(DEBUG="false", TLS="true", VAR_DIR=str(tmp_path / "var"), ALLOWED_HOSTS="operator.example.com")
     repo = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],

@@ -31,7 +31,7 @@ KEY_FILES = ("secret_key.txt", "operator_key.hex", "jwt_key.pem")
 
 def production_environment(tmp_path, **extra) -> dict:
     """The suite's environment minus DEBUG, the three keys and OPERATOR_DEV_KEYS; its own VAR_DIR and SQLite file."""
-    drop = {"DEBUG", "TLS", "OPERATOR_DEV_KEYS", "DATABASE_URL", "REDIS_URL", *VARIABLES}
+    drop = {"DEBUG", "TLS", "OPERATOR_DEV_KEYS", "BACKOFFICE_2FA", "DATABASE_URL", "REDIS_URL", *VARIABLES}
     env = {k: v for k, v in os.environ.items() if k not in drop}
     (tmp_path / "var").mkdir(exist_ok=True)
     env.update(DJANGO_SETTINGS_MODULE="operatorapi.settings", VAR_DIR=str(tmp_path / "var"), PYTHONUNBUFFERED="1",

@@ -11,6 +11,10 @@ flagged when not zero, on the page, the confirmation pages and, per asset, in th
 The page also shows the escrow as recorded by the worker (contract, id, deadline, legs, transactions, linked to
 ``ESCROW_EXPLORER_URL`` when set) and the worker's state (last error, attempts, next attempt, its log); the list
 filters settlements that need attention (the worker retrying, or an escrow waiting past its deadline).
+
+Ledger figures are rounded for reading to the asset's places, exact on hover (``backoffice.display.money``); states
+are written as on the wire (``proposed``), in the list, the page, the history and the messages alike; times are UTC
+with seconds.
 """
 import re
 from datetime import datetime, timezone
@@ -25,14 +29,21 @@ from django.utils import timezone as django_timezone
 from django.utils.html import format_html, format_html_join
 
 from backoffice.actions import SETTLEMENT_ACTIONS, act_on_settlement, allowed_settlement_actions
+from backoffice.admin.channels import ChannelFilter, channel_link, known_name
 from backoffice.admin.readonly import ReadOnlyAdmin, ReadOnlyInline
 from backoffice.audit import admin_actor
 from backoffice.dashboard import deadline_passed, is_retrying, needs_attention_q, past_deadline_q, retrying_q
+from backoffice.display import WireValueFilter, money, peer_label, utc, utc_column, wire_column
 from channels_app.errors import DomainError
 from settlement.models import Settlement, SettlementLogEntry, SettlementState, SettlementTransition
 from settlement.values import settlement_view
 
 ACTION_PERMISSION = "settlement.act_on_settlement"
+AT = utc_column("at")
+STATE = wire_column("state")
+METHOD = wire_column("payment_method", "payment method")
+CREATED = utc_column("created_at", "created")
+UPDATED = utc_column("updated_at", "updated")
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
 
 
@@ -54,9 +65,9 @@ def _short(line) -> bool:
 
 def _shortfall_cell(line) -> str:
     if not _short(line):
-        return format_html('<td class="shortfall">{}</td>', line.shortfall)
+        return format_html('<td class="shortfall">{}</td>', money(line.shortfall, line.asset))
     return format_html('<td class="shortfall shortfall-nonzero"><strong>{}</strong> not covered by the deposit</td>',
-                       line.shortfall)
+                       money(line.shortfall, line.asset))
 
 
 def _deadline(deadline) -> str:
@@ -77,7 +88,7 @@ class LogInline(ReadOnlyInline):
     """What the payment worker met (each distinct error once): part of the settlement's page, read-only."""
 
     model = SettlementLogEntry
-    fields = ["at", "state", "message"]
+    fields = [AT, "state", "message"]
     readonly_fields = fields
     ordering = ["at", "id"]
     verbose_name = "payment worker log entry"
@@ -102,25 +113,40 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
 
 class TransitionInline(ReadOnlyInline):
     model = SettlementTransition
-    fields = ["at", "from_state", "to_state", "actor", "note"]
+    fields = [AT, wire_column("from_state", "from"), wire_column("to_state", "to"), "actor", "note"]
     readonly_fields = fields
     ordering = ["at", "id"]
 
 
 @admin.register(Settlement)
 class SettlementAdmin(ReadOnlyAdmin):
-    list_display = ["id", "channel", "state", "markets_list", "payment_method", "requested_by", "shortfalls",
-                    "needs_attention", "created_at", "updated_at"]
-    list_filter = ["state", "payment_method", NeedsAttentionFilter]
+    list_display = ["id", "channel_short", STATE, "markets_list", METHOD, "requested_by_short",
+                    "shortfalls", "needs_attention", CREATED, UPDATED]
+    list_filter = [("state", WireValueFilter), ("payment_method", WireValueFilter), NeedsAttentionFilter,
+                   ChannelFilter]
     search_fields = ["channel__channel_id", "channel__initiator__address", "channel__responder__address"]
     list_select_related = ["channel", "requested_by"]
-    fields = ["channel", "state", "payment_method", "chain_id", "markets_list", "ledger_table", "requested_by",
-              "payment_reference", "created_at", "updated_at"]
+    date_hierarchy = "created_at"
+    fields = ["channel", STATE, METHOD, "chain_id", "markets_list", "ledger_table", "requested_by",
+              "payment_reference", CREATED, UPDATED]
     escrow_fields = ["escrow_panel"]
     worker_fields = ["last_error_text", "attempts", "next_attempt"]
     readonly_fields = [*fields, *escrow_fields, *worker_fields]
     inlines = [TransitionInline, LogInline]
     change_form_template = "admin/settlement/settlement/change_form.html"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(requester_known=known_name("requested_by__"))
+
+    @admin.display(description="channel", ordering="channel__channel_id")
+    def channel_short(self, settlement):
+        return channel_link(settlement.channel)
+
+    @admin.display(description="requested by", ordering="requested_by__address")
+    def requested_by_short(self, settlement):
+        if settlement.requested_by is None:
+            return "operator"
+        return peer_label(settlement.requested_by.address, settlement.requester_known)
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = [(None, {"fields": self.fields})]
@@ -145,8 +171,7 @@ class SettlementAdmin(ReadOnlyAdmin):
 
     @admin.display(description="next attempt")
     def next_attempt(self, settlement):
-        at = settlement.next_attempt_at
-        return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if at else "–"
+        return utc(settlement.next_attempt_at)
 
     @admin.display(description="escrow")
     def escrow_panel(self, settlement):
@@ -186,14 +211,15 @@ class SettlementAdmin(ReadOnlyAdmin):
         """Only the assets short, so a settlement the deposits cover shows nothing (the channel is selected with
         the list: no query per row)."""
         return format_html_join(", ", '<span class="shortfall shortfall-nonzero">{} {}</span>',
-                                ((line.asset, line.shortfall) for line in settlement_view(settlement).ledger
-                                 if _short(line)))
+                                ((line.asset, money(line.shortfall, line.asset))
+                                 for line in settlement_view(settlement).ledger if _short(line)))
 
     @admin.display(description="ledger")
     def ledger_table(self, settlement):
         rows = format_html_join(
             "", "<tr><td>{}</td><td>{}</td><td>{}</td>{}</tr>",
-            ((line.asset, line.initiator_owes, line.responder_owes, _shortfall_cell(line))
+            ((line.asset, money(line.initiator_owes, line.asset), money(line.responder_owes, line.asset),
+              _shortfall_cell(line))
              for line in settlement_view(settlement).ledger),
         )
         return format_html(

@@ -1,8 +1,10 @@
-"""What the back-office commands share: argument parsing into domain values, lookups, progress, the actor."""
+"""What the back-office commands share: argument parsing into domain values, lookups, progress, the actor, a quiet
+end when standard output is closed."""
+import os
 import sys
 from decimal import Decimal
 
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError
 
 from backoffice.audit import command_actor
 from channels_app.errors import DomainError
@@ -11,6 +13,10 @@ from channels_app.models import Channel
 from channels_app.money import DecimalInputError, parse_amount
 
 ACTOR = command_actor
+
+# The exit status of a command whose reader went away (``export_trades | head``): 128 + SIGPIPE, what a shell tool
+# killed by SIGPIPE reports, so that a script with ``set -o pipefail`` still learns the output was cut short.
+EXIT_BROKEN_PIPE = 141
 
 
 def price(text: str, *, where: str = "price") -> Decimal:
@@ -55,3 +61,25 @@ class Progress:
             self.stream.write(f"{self.label}: {self.done}" + (f"/{self.total}" if self.total is not None else "")
                               + "\n")
             self.stream.flush()
+
+
+class PipedCommand(BaseCommand):
+    """A command whose output is read by another program: when that program stops reading (``| head``, ``| less``
+    then q), the command stops quietly with status 141 instead of printing a BrokenPipeError traceback.
+
+    The recipe of the Python documentation (signal module, "Note on SIGPIPE"): catch BrokenPipeError, point
+    standard output at devnull so that the interpreter's last flush cannot fail again, exit. Output is flushed
+    here, at the end of ``execute``, so that a pipe closed after the last write is caught too."""
+
+    def execute(self, *args, **options):
+        try:
+            output = super().execute(*args, **options)
+            self.stdout.flush()
+            return output
+        except BrokenPipeError:
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except (AttributeError, OSError, ValueError):  # standard output is no file (a test's stream)
+                pass
+            sys.exit(EXIT_BROKEN_PIPE)

@@ -1,13 +1,12 @@
-from django.core.management.base import BaseCommand
-
 from backoffice.management.commands import _common
 from channels_app import selectors
 from channels_app.money import fmt
 from channels_app.values import INITIATOR
 
 
-class Command(BaseCommand):
-    help = "Show a channel: status, parties, margin balances, positions (initiator's side) and settlements."
+class Command(_common.PipedCommand):
+    help = ("Show a channel: status, parties, margin balances, positions (initiator's side) and settlements. A "
+            "reader that stops early (| head) ends it quietly, exit status 141.")
 
     def add_arguments(self, parser):
         parser.add_argument("channel", help="the channel id")

@@ -5,8 +5,10 @@ from backoffice.management.commands import _common
 from channels_app.errors import DomainError
 
 
-NEXT = {  # what happens to it now
-    "proposed": " (the acceptance policy is manual: a clerk accepts or rejects it in the back office)",
+NEXT = {  # what happens to it now; "proposed" is a stop (nothing is paid yet), said plainly, not as an aside
+    "proposed": ". Nothing is paid yet: the acceptance policy is manual (SETTLEMENT_ACCEPT_POLICY), so a clerk must "
+                "accept it in the back office (Settlements, settlement {pk}) before anything is paid; a rejection "
+                "reopens the positions.",
     "accepted": " (the payment worker pays it; both parties hear each state)",
 }
 
@@ -34,7 +36,7 @@ class Command(BaseCommand):
         except DomainError as exc:
             raise _common.refused(exc) from None
         self.stdout.write(f"settlement {settlement.pk} of {channel.channel_id}: {settlement.state}"
-                          + NEXT.get(settlement.state, ""))
+                          + NEXT.get(settlement.state, "").format(pk=settlement.pk))
         for line in settlement.ledger:
             self.stdout.write(f"  {line['asset']}: initiator owes {line['initiator_owes']}, responder owes "
                               f"{line['responder_owes']}")
