@@ -213,31 +213,16 @@ async def run_share(scenario: str, urls: list[str], pairs: list[int], duration: 
                 done += 1
 
         loops = [loop(c) for c in conns]
-    elif scenario == "ceiling":  # the frames of a trade, no database (bench/echo.py)
+    elif scenario in ("ceiling", "record_trade", "record_trades"):
         channels = []
         for pair in pairs:
-            alice, bob = [await Connection.open(f"{urls[(2 * pair + side) % len(urls)]}/bench/ceiling/{pair}/{side}",
-                                                greeting=0) for side in range(2)]
-            channels.append(("0x" + f"{pair:064x}", alice, bob))
-            conns += [alice, bob]
-        recorded = {c[0]: 0 for c in channels}
-
-        async def loop(channel_id, conn, tag):
-            nonlocal done
-            rng = random.Random(tag)
-            serial = itertools.count()
-            while time.perf_counter() < stop_at:
-                started = time.perf_counter()
-                await conn.request("record_trade", {"channel_id": channel_id,
-                                                    **trade_item(f"{tag}-{next(serial)}", rng)})
-                latencies.append(time.perf_counter() - started)
-                done += 1
-                recorded[channel_id] += 1
-
-        loops = [loop(cid, conn, f"{cid[-6:]}{side}") for cid, a, b in channels for side, conn in enumerate((a, b))]
-    elif scenario in ("record_trade", "record_trades"):
-        channels = []
-        for pair in pairs:
+            if scenario == "ceiling":  # the frames of a trade, no database (bench/echo.py): same loop, same checks
+                alice, bob = [await Connection.open(
+                    f"{urls[(2 * pair + side) % len(urls)]}/bench/ceiling/{pair}/{side}", greeting=0)
+                    for side in range(2)]
+                channels.append(("0x" + f"{pair:064x}", alice, bob))
+                conns += [alice, bob]
+                continue
             alice_account, bob_account = Account.create(), Account.create()
             alice = await broker(urls[(2 * pair) % len(urls)], alice_account)
             bob = await broker(urls[(2 * pair + 1) % len(urls)], bob_account)
@@ -259,7 +244,7 @@ async def run_share(scenario: str, urls: list[str], pairs: list[int], duration: 
             serial = itertools.count()
             while time.perf_counter() < stop_at:
                 started = time.perf_counter()
-                if scenario == "record_trade":
+                if scenario in ("record_trade", "ceiling"):
                     await conn.request("record_trade", {"channel_id": channel_id,
                                                         **trade_item(f"{tag}-{next(serial)}", rng)})
                     count = 1
@@ -271,7 +256,7 @@ async def run_share(scenario: str, urls: list[str], pairs: list[int], duration: 
                 done += count
                 recorded[channel_id] += count
 
-        loops = [loop(cid, conn, f"{cid[:10]}{side}") for cid, a, b in channels for side, conn in enumerate((a, b))]
+        loops = [loop(cid, conn, f"{cid[-10:]}{side}") for cid, a, b in channels for side, conn in enumerate((a, b))]
     elif scenario == "auth":
         accounts = [Account.create() for _ in range(2 * len(pairs))]
 
