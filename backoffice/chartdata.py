@@ -12,8 +12,8 @@ positions are replayed as one from the start, as the ledger's own rebuild (``rec
 
 Fast on a channel of any size: a fixed handful of queries (the trades in one ``values_list`` ordered by id, never
 a query per trade), the replay in memory, and at most ``MAX_POINTS`` points kept (the last state of each run of
-trades; the first and the latest always). Exact ``Decimal`` throughout; floats appear only in ``channel_chart``,
-as drawing coordinates (display only, never money).
+trades; the first and the latest always). Exact ``Decimal`` throughout, to the chart too: only
+``backoffice.charts`` turns values into floats, as drawing coordinates (display only, never money).
 """
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -223,20 +223,20 @@ def channel_chart(channel: Channel):
     """The channel page's two pictures (balances, positions' PnL) as HTML with inline SVG."""
     history = channel_history(channel)
     points = history.points
-    xs = [p.at.timestamp() for p in points]  # floats: drawing coordinates only
+    xs = [p.at.timestamp() for p in points]  # times (unix seconds), drawing coordinates only
     middle = datetime.fromtimestamp((xs[0] + xs[-1]) / 2, tz=timezone.utc)
     x_labels = [(xs[0], _utc(points[0].at), "start"), (middle.timestamp(), _utc(middle), "middle"),
                 (xs[-1], _utc(points[-1].at) + " (now)", "end")]
     balances = charts.line_chart(
         chart_id="margin-history", title="Margin balances over time", xs=xs, x_labels=x_labels,
         y_label="margin balance",
-        series=[charts.Series("initiator", [float(p.initiator) for p in points], fmt(points[-1].initiator)),
-                charts.Series("responder", [float(p.responder) for p in points], fmt(points[-1].responder))])
+        series=[charts.Series("initiator", [p.initiator for p in points], fmt(points[-1].initiator)),
+                charts.Series("responder", [p.responder for p in points], fmt(points[-1].responder))])
     lines = _market_lines(history)
     pnl = charts.line_chart(
         chart_id="pnl-history", title="Positions' PnL over time (initiator's side; the responder's is its opposite)",
         xs=xs, x_labels=x_labels, y_label="PnL (initiator)",
-        series=[charts.Series(label, [float(v) for v in values], fmt(values[-1])) for label, values in lines]
+        series=[charts.Series(label, values, fmt(values[-1])) for label, values in lines]
     ) if lines else format_html("<p>{}</p>", "No trades yet.")
     return format_html(
         '<fieldset class="module aligned" id="channel-charts"><h2>{}</h2>'

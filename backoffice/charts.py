@@ -2,12 +2,14 @@
 that prints and reads without hovering (axes labelled with values, a legend, the latest values written).
 
 Pure functions of values (no database): the callers (``backoffice.chartdata``, ``backoffice.dashboard``) compute
-the figures. Values to draw arrive as floats: they place points and bars only (display only, never money). Every
+the figures. A line's values arrive as they are (``Decimal`` money included) and become floats here only to place
+points (``_coordinates``: display only, never money); a bar's height is a float already (a rate). Every
 text in the picture (labels, the latest values) arrives as a string the caller formatted, exactly where it is
 money, and goes in through ``format_html`` (escaped), so no data is ever marked safe unescaped.
 """
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -20,10 +22,10 @@ AXIS = "#888"
 
 @dataclass(frozen=True)
 class Series:
-    """One line: a value per x (floats, for drawing) and its latest value written exactly (``latest``)."""
+    """One line: a value per x (exact; drawn through ``_coordinates``) and its latest value written (``latest``)."""
 
     label: str
-    values: list[float]
+    values: list[Decimal]
     latest: str
 
 
@@ -52,6 +54,11 @@ class Stage:
 def _join(parts) -> SafeString:
     """Concatenate pieces that are already escaped (each built by ``format_html``)."""
     return format_html_join("", "{}", ((part,) for part in parts))
+
+
+def _coordinates(values) -> list[float]:
+    """Values as drawing coordinates: the one place a chart turns numbers (money among them) into floats."""
+    return [float(value) for value in values]
 
 
 def _n(value: float) -> str:
@@ -126,7 +133,8 @@ def line_chart(*, chart_id: str, title: str, xs: list[float], series: list[Serie
     left, right, top = 84.0, width - 16.0, 12.0
     bottom = float(height - 28)
     legend_height = 18 * len(series) + 6
-    all_values = [v for s in series for v in s.values if math.isfinite(v)] or [0.0]
+    drawn = [_coordinates(one.values) for one in series]
+    all_values = [v for values in drawn for v in values if math.isfinite(v)] or [0.0]
     ticks = nice_ticks(min(all_values), max(all_values))
     low, high = ticks[0], ticks[-1]
     x_low, x_high = (min(xs), max(xs)) if xs else (0.0, 1.0)
@@ -142,12 +150,12 @@ def line_chart(*, chart_id: str, title: str, xs: list[float], series: list[Serie
              format_html('<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="{}"/>', _n(left), _n(bottom), _n(right),
                          _n(bottom), AXIS),
              _x_labels(x_labels, x_of, bottom + 16)]
-    for index, one in enumerate(series):
+    for index, (one, values) in enumerate(zip(series, drawn)):
         colour = PALETTE[index % len(PALETTE)]
         points = []
-        for i, (x, y) in enumerate(zip(xs, one.values)):
+        for i, (x, y) in enumerate(zip(xs, values)):
             if step and i:
-                points.append((x_of(x), y_of(one.values[i - 1])))
+                points.append((x_of(x), y_of(values[i - 1])))
             points.append((x_of(x), y_of(y)))
         if points:
             path = " ".join(f"{_n(px)},{_n(py)}" for px, py in points)

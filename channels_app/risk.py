@@ -15,6 +15,7 @@ mirrored, so a trade that shrinks it shrinks it for both. Boundaries are compare
 import decimal
 import enum
 from decimal import Decimal
+from functools import lru_cache
 from typing import NamedTuple
 
 from django.conf import settings
@@ -47,6 +48,7 @@ class Zones(NamedTuple):
         return max(self, key=SEVERITY.__getitem__)
 
 
+@lru_cache(maxsize=8)
 def parse_rate(text: str) -> Decimal:
     """``MARGIN_MAINTENANCE_RATE`` as an exact decimal; ValueError unless 0 < rate < 0.5 (green needs 2 x rate)."""
     try:
@@ -59,6 +61,7 @@ def parse_rate(text: str) -> Decimal:
 
 
 def maintenance_rate() -> Decimal:
+    """The setting, parsed once per value (every channel view asks: every notification, every trade)."""
     return parse_rate(settings.MARGIN_MAINTENANCE_RATE)
 
 

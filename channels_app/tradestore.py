@@ -49,11 +49,14 @@ LOCK = (f"SELECT {', '.join(f'c.{name}' for name in CHANNEL_COLUMNS)}, i.address
         f"r.name, r.url FROM {CHANNEL} c JOIN {PEER} i ON i.id = c.initiator_id JOIN {PEER} r ON r.id = "
         "c.responder_id WHERE c.channel_id = %s AND (c.initiator_id = %s OR c.responder_id = %s)")
 STORED = (f"SELECT external_id, market, initiator_direction, amount, price, executed_at FROM {TRADE} "
-          f"WHERE channel_id = {_MINE} AND external_id = ANY(%s::text[])")
+          f"WHERE channel_id = {_MINE} AND external_id {{in_list}}")
 POSITIONS = (f"SELECT {', '.join(POSITION_COLUMNS)} FROM {POSITION} WHERE channel_id = {_MINE} "
              f"AND status IN {LIVE} ORDER BY market, id")
-MARKS = (f"SELECT market, price FROM {MARK} WHERE market = ANY(%s::text[]) OR market IN (SELECT market FROM "
+MARKS = (f"SELECT market, price FROM {MARK} WHERE market {{in_list}} OR market IN (SELECT market FROM "
          f"{POSITION} WHERE channel_id = {_MINE} AND status IN {LIVE})")
+# STORED and MARKS take a list: on PostgreSQL as one array parameter, so their text never varies (and can be
+# prepared); on SQLite, which has no arrays, as IN (...).
+STORED_PG, MARKS_PG = STORED.format(in_list="= ANY(%s::text[])"), MARKS.format(in_list="= ANY(%s::text[])")
 UPDATE_POSITIONS = (
     f"UPDATE {POSITION} AS p SET status = v.status, quantity = v.quantity, cost = v.cost, realized_pnl = "
     "v.realized_pnl, last_price = v.last_price, updated_at = %s FROM unnest(%s::bigint[], %s::text[], "
@@ -80,7 +83,7 @@ INSERT = (
 UPDATE_CHANNEL = f"UPDATE {CHANNEL} SET {', '.join(f'{name} = %s' for name in CHANNEL_FIELDS)} WHERE id = %s"
 # Prepared once per connection, so never planned again (planning LOCK's join alone took 0.6 ms). Not STORED: its
 # generic plan for an array of external ids halved the throughput of batches (bench/RESULTS.md).
-PREPARED = frozenset({LOCK + " FOR UPDATE OF c", POSITIONS, MARKS, UPDATE_POSITIONS, INSERT, UPDATE_CHANNEL})
+PREPARED = frozenset({LOCK + " FOR UPDATE OF c", POSITIONS, MARKS_PG, UPDATE_POSITIONS, INSERT, UPDATE_CHANNEL})
 
 
 class StoredTrade(NamedTuple):
@@ -123,6 +126,11 @@ def _book(position: Position) -> list:
     return [_adapt(Position, name, getattr(position, name)) for name in BOOK]
 
 
+def _in(values) -> str:
+    """``IN (...)`` with a placeholder per value (SQLite; an empty list matches nothing)."""
+    return "IN (" + (", ".join(["%s"] * len(values)) or "NULL") + ")"
+
+
 def _postgres() -> bool:
     return connection.vendor == "postgresql"
 
@@ -159,15 +167,11 @@ class TradeSession:
         """Lock ``channel_id`` if ``peer_id`` is one of its parties, and read what recording trades on it needs."""
         mine = [channel_id, peer_id, peer_id]
         if _postgres():
-            statements = [(LOCK + " FOR UPDATE OF c", mine), (STORED, [*mine, external_ids]), (POSITIONS, mine),
-                          (MARKS, [sorted(markets), *mine])]
-        else:  # SQLite: lists as IN (...) (no arrays); one writer at a time, so no row lock
-            ids_in = ", ".join(["%s"] * len(external_ids)) or "NULL"
-            markets_in = ", ".join(["%s"] * len(markets)) or "NULL"
-            statements = [(LOCK, mine),
-                          (STORED.replace("= ANY(%s::text[])", f"IN ({ids_in})"), [*mine, *external_ids]),
-                          (POSITIONS, mine),
-                          (MARKS.replace("= ANY(%s::text[])", f"IN ({markets_in})"), [*sorted(markets), *mine])]
+            statements = [(LOCK + " FOR UPDATE OF c", mine), (STORED_PG, [*mine, external_ids]), (POSITIONS, mine),
+                          (MARKS_PG, [sorted(markets), *mine])]
+        else:  # one writer at a time: no row lock
+            statements = [(LOCK, mine), (STORED.format(in_list=_in(external_ids)), [*mine, *external_ids]),
+                          (POSITIONS, mine), (MARKS.format(in_list=_in(markets)), [*sorted(markets), *mine])]
         if self.own:
             statements.insert(0, BEGIN)
             self.begun = True

@@ -239,7 +239,7 @@ def test_the_channel_page_lists_its_settlements_and_states_are_spelt_as_on_the_w
     assert f"/admin/settlement/settlement/{settlement.pk}/change/" in page
     assert re.search(r'<td class="field-state">\s*<p>proposed</p>', page)
     assert re.search(r'<td class="field-payment_method">\s*<p>mock</p>', page)
-    assert f'id="all-settlements">1 settlements</a>' in page
+    assert 'id="all-settlements">1 settlements</a>' in page
     settlement_page = clerk.get(f"/admin/settlement/settlement/{settlement.pk}/change/").content.decode()
     assert "Proposed" not in settlement_page.replace("Settlement", "")  # lower-case, as brokers read it
     assert re.search(r'<td class="field-to_state">\s*<p>proposed</p>', settlement_page)

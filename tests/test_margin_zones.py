@@ -233,6 +233,7 @@ async def test_the_margin_call_waits_while_its_method_is_unavailable(long_ten, s
     assert channel.margin_call_due_at is not None and "escrow is not available" in channel.margin_call_error
     settings.MARGIN_FORCED_SETTLEMENT_METHOD = "mock"  # the method is back: the next round starts it
     await wait_for_settlements(channel_id, 1)
+    await alice.notification("settlement_notification", state="completed")  # the worker done before teardown
 
 
 async def test_recompute_positions_fix_rezones_channels_after_the_rate_changed(long_ten, settings):
