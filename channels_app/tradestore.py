@@ -1,39 +1,44 @@
 """The trade path's database work in plain SQL, on the models' own tables: two round trips a request.
 
 The ORM compiled six or seven statements a trade, each its own round trip, and that was most of the trade path's
-time (bench/RESULTS.md). Here a request (``services.trades.record_trades``) takes two:
+time (bench/RESULTS.md). Here a request (``services.trades``) takes two, each one script (channels_app/pipeline.py):
 
-1. ``TradeSession.load``: lock the channel row, then read what the decision needs: the stored trades of the
-   request's external ids, the live positions, the marks of their markets. Separate statements, so that each reads
-   from a snapshot taken after the lock was granted (one statement that locked and read would read from a snapshot
-   taken before it waited for the lock), sent together.
-2. ``TradeSession.store``: the changed positions (one UPDATE from arrays), the new positions and trades (one
-   statement: the new positions' keys drawn from their sequence, then both INSERTs from arrays), the channel's
-   running total and zones; then COMMIT, sent together.
+1. ``load_statements``: lock the channel row, then read what the decision needs: the stored trades of the request's
+   external ids, the live positions, the marks of their markets. Separate statements, so that each reads from a
+   snapshot taken after the lock was granted (one statement that locked and read would read from a snapshot taken
+   before it waited for the lock).
+2. ``store_statements``: the changed positions (one UPDATE from JSON records), the new positions and trades (one
+   statement: the new positions' keys drawn from their sequence, then both INSERTs from JSON records), the
+   channel's running total and zones; then COMMIT.
 
-On PostgreSQL outside any atomic block the session runs its own transaction in psycopg's pipeline mode: BEGIN
-travels with the first round trip and COMMIT with the second (a replay or a refusal, which write nothing, end
-with a COMMIT of their own; an error with ROLLBACK), and the notices queued
-meanwhile are published together after COMMIT (the outbox's ``holding``). Every statement's text is the same
-whatever the request's size (lists go as arrays), so most are prepared once per connection and never planned again
-(``PREPARED``). Inside a caller's transaction (tests, any caller's atomic block) the
-same statements run one at a time in Django's atomic block, with the outbox as usual; on SQLite, simpler statements
-of the same meaning do. Values go through the fields' own adapters; the ORM stays for everything off this path.
+Two sessions carry them out. ``AsyncTradeSession`` is the server's on PostgreSQL: on the event loop, on a connection
+of the loop's own pool (channels_app/aiodb.py). ``TradeSession`` runs on a database thread: on PostgreSQL outside
+any atomic block it too runs its own transaction (BEGIN travels with the first round trip and COMMIT with the
+second); inside a caller's transaction (tests, any caller's atomic block) the same scripts run within Django's atomic
+block, with the outbox as usual; on SQLite, simpler statements of the same meaning run one at a time. A replay or a
+refusal, which write nothing, ends its own transaction with a COMMIT, an error with ROLLBACK; the notices queued
+meanwhile are published together after COMMIT (the outbox's ``holding``). Every statement's text is the same whatever
+the request's size, so all but one are prepared once per connection (``Prepared``) and never planned again. Values go
+through the fields' own adapters; the ORM stays for everything off this path.
 """
 
+import json
+import logging
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple
 
+import psycopg
 from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from channels_app import outbox, pipeline
+from channels_app import aiodb, outbox, pipeline
 from channels_app.errors import DomainError
 from channels_app.models import LIVE_POSITION_STATUSES, Channel, MarkPrice, Peer, Position, Trade
-from channels_app.pipeline import BEGIN, COMMIT
+from channels_app.pipeline import BEGIN, COMMIT, Prepared
 
+logger = logging.getLogger(__name__)
 CHANNEL, PEER, POSITION, TRADE, MARK = (m._meta.db_table for m in (Channel, Peer, Position, Trade, MarkPrice))
 LIVE = "(" + ", ".join(f"'{status}'" for status in LIVE_POSITION_STATUSES) + ")"
 CHANNEL_COLUMNS = ("id", "channel_id", "status", "initiator_id", "responder_id", "nonce", "margin_deposit",
@@ -54,36 +59,45 @@ POSITIONS = (f"SELECT {', '.join(POSITION_COLUMNS)} FROM {POSITION} WHERE channe
              f"AND status IN {LIVE} ORDER BY market, id")
 MARKS = (f"SELECT market, price FROM {MARK} WHERE market {{in_list}} OR market IN (SELECT market FROM "
          f"{POSITION} WHERE channel_id = {_MINE} AND status IN {LIVE})")
-# STORED and MARKS take a list: on PostgreSQL as one array parameter, so their text never varies (and can be
-# prepared); on SQLite, which has no arrays, as IN (...).
-STORED_PG, MARKS_PG = STORED.format(in_list="= ANY(%s::text[])"), MARKS.format(in_list="= ANY(%s::text[])")
-UPDATE_POSITIONS = (
+# On PostgreSQL: each list a request sends is one value, so a statement's text never depends on the request's size
+# (and most are prepared: ``Prepared``): the external ids as a JSON array, the markets as an array, and the rows a
+# request writes as JSON records (``_records``; psycopg renders a JSON text in microseconds where it took 0.4 ms
+# to render the arrays of a batch). On SQLite lists go as IN (...).
+STORED_PG = STORED.format(in_list="= ANY(ARRAY(SELECT json_array_elements_text(%s::json)))")
+LOCK_PG = Prepared("trade_lock", LOCK + " FOR UPDATE OF c")
+POSITIONS_PG = Prepared("trade_positions", POSITIONS)
+MARKS_PG = Prepared("trade_marks", MARKS.format(in_list="= ANY(%s::text[])"))
+_BOOK_COLUMNS = "quantity numeric, cost numeric, realized_pnl numeric, last_price numeric"
+UPDATE_POSITIONS = Prepared("trade_update_positions", (
     f"UPDATE {POSITION} AS p SET status = v.status, quantity = v.quantity, cost = v.cost, realized_pnl = "
-    "v.realized_pnl, last_price = v.last_price, updated_at = %s FROM unnest(%s::bigint[], %s::text[], "
-    "%s::numeric[], %s::numeric[], %s::numeric[], %s::numeric[]) AS v(id, status, quantity, cost, realized_pnl, "
-    "last_price) WHERE p.id = v.id")
+    "v.realized_pnl, last_price = v.last_price, updated_at = %s FROM json_to_recordset(%s::json) AS "
+    f"v(id bigint, status text, {_BOOK_COLUMNS}) WHERE p.id = v.id"))
 # The new positions' keys are drawn in the statement (k = 1..n), so the trades can refer to them before they exist;
-# trades keep their keys in recording order (ORDER BY n).
-INSERT = (
+# trades keep their keys in recording order (ORDER BY n). A value in a SELECT list says its type: PREPARE has no
+# column to infer it from.
+INSERT = Prepared("trade_insert", (
     f"WITH ids AS MATERIALIZED (SELECT k, nextval(pg_get_serial_sequence('{POSITION}', 'id')) AS id "
-    "FROM generate_series(1, %s) AS k), "
+    "FROM generate_series(1, %s::int) AS k), "
     f"new_positions AS (INSERT INTO {POSITION} (id, channel_id, market, status, quantity, cost, realized_pnl, "
-    "last_price, opened_at, updated_at) SELECT ids.id, %s, v.market, v.status, v.quantity, v.cost, v.realized_pnl, "
-    "v.last_price, %s, %s FROM unnest(%s::text[], %s::text[], %s::numeric[], %s::numeric[], %s::numeric[], "
-    "%s::numeric[]) WITH ORDINALITY AS v(market, status, quantity, cost, realized_pnl, last_price, k) "
+    "last_price, opened_at, updated_at) SELECT ids.id, %s::bigint, v.market, v.status, v.quantity, v.cost, "
+    f"v.realized_pnl, v.last_price, %s::timestamptz, %s::timestamptz FROM json_to_recordset(%s::json) AS v(k int, market text, status text, {_BOOK_COLUMNS}) "
     "JOIN ids USING (k)), "
     f"new_trades AS (INSERT INTO {TRADE} (channel_id, external_id, recorded_by_id, market, direction, "
-    "initiator_direction, amount, price, executed_at, recorded_at, position_id) SELECT %s, v.external_id, %s, "
-    "v.market, v.direction, v.initiator_direction, v.amount, v.price, v.executed_at, %s, COALESCE(v.position_id, "
-    "ids.id) FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[], %s::numeric[], "
-    "%s::bigint[], %s::bigint[], %s::bigint[]) WITH ORDINALITY AS v(external_id, market, direction, "
-    "initiator_direction, amount, price, executed_at, position_id, new_k, n) LEFT JOIN ids ON ids.k = v.new_k "
-    "ORDER BY v.n) "
-    "SELECT k, id FROM ids ORDER BY k")
-UPDATE_CHANNEL = f"UPDATE {CHANNEL} SET {', '.join(f'{name} = %s' for name in CHANNEL_FIELDS)} WHERE id = %s"
-# Prepared once per connection, so never planned again (planning LOCK's join alone took 0.6 ms). Not STORED: its
-# generic plan for an array of external ids halved the throughput of batches (bench/RESULTS.md).
-PREPARED = frozenset({LOCK + " FOR UPDATE OF c", POSITIONS, MARKS_PG, UPDATE_POSITIONS, INSERT, UPDATE_CHANNEL})
+    "initiator_direction, amount, price, executed_at, recorded_at, position_id) SELECT %s::bigint, v.external_id, "
+    "%s::bigint, v.market, v.direction, v.initiator_direction, v.amount, v.price, v.executed_at, %s::timestamptz, "
+    "COALESCE(v.position_id, ids.id) FROM json_to_recordset(%s::json) AS v(n int, external_id text, market text, direction text, "
+    "initiator_direction text, amount numeric, price numeric, executed_at bigint, position_id bigint, new_k int) "
+    "LEFT JOIN ids ON ids.k = v.new_k ORDER BY v.n) "
+    "SELECT k, id FROM ids ORDER BY k"))
+UPDATE_CHANNEL = Prepared("trade_update_channel", (
+    f"UPDATE {CHANNEL} SET {', '.join(f'{name} = %s' for name in CHANNEL_FIELDS)} WHERE id = %s"))
+# Not prepared: STORED, whose generic plan for a list of external ids halved the throughput of batches
+# (bench/RESULTS.md).
+
+
+def _records(rows: list[dict]) -> str:
+    """Rows for ``json_to_recordset``: decimals as JSON strings, which PostgreSQL reads back exactly."""
+    return json.dumps(rows, default=str, separators=(",", ":"))
 
 
 class StoredTrade(NamedTuple):
@@ -135,8 +149,92 @@ def _postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
+def load_statements(*, peer_id: int, channel_id: str, external_ids: list[str], markets: set[str]) -> list:
+    """Round trip 1 (see the module's docstring): lock ``channel_id`` if ``peer_id`` is one of its parties, and read
+    what recording trades on it needs; ``loaded`` reads the rows."""
+    mine = [channel_id, peer_id, peer_id]
+    if _postgres():
+        return [(LOCK_PG, mine), (STORED_PG, [*mine, json.dumps(external_ids)]), (POSITIONS_PG, mine),
+                (MARKS_PG, [sorted(markets), *mine])]
+    # SQLite: one writer at a time, so no row lock
+    return [(LOCK, mine), (STORED.format(in_list=_in(external_ids)), [*mine, *external_ids]), (POSITIONS, mine),
+            (MARKS.format(in_list=_in(markets)), [*sorted(markets), *mine])]
+
+
+def loaded(rows: list) -> Loaded:
+    """What ``load_statements`` read, as values and (unsaved-looking, keyed) model instances."""
+    channel_rows, trade_rows, position_rows, mark_rows = rows
+    if not channel_rows:
+        return Loaded(None, {}, [], {})
+    channel = _channel(channel_rows[0])
+    positions = []
+    for row in position_rows:
+        values = dict(zip(POSITION_COLUMNS, row))
+        for name in (*BOOK, "settle_price"):
+            values[name] = _decimal(values[name])
+        positions.append(Position(channel=channel, **values))
+    stored = {row[0]: StoredTrade(row[0], row[1], row[2], _decimal(row[3]), _decimal(row[4]), int(row[5]))
+              for row in trade_rows}
+    return Loaded(channel, stored, positions, {market: _decimal(price) for market, price in mark_rows})
+
+
+def _channel(row) -> Channel:
+    values = dict(zip(CHANNEL_COLUMNS, row[:len(CHANNEL_COLUMNS)]))
+    for name in ("margin_deposit", "closed_pnl"):
+        values[name] = _decimal(values[name])
+    if isinstance(values["margin_call_due_at"], str):  # SQLite hands it back as text
+        values["margin_call_due_at"] = parse_datetime(values["margin_call_due_at"])
+    channel = Channel(**values)
+    i_address, i_name, i_url, r_address, r_name, r_url = row[len(CHANNEL_COLUMNS):]
+    channel.initiator = Peer(id=values["initiator_id"], address=i_address, name=i_name, url=i_url)
+    channel.responder = Peer(id=values["responder_id"], address=r_address, name=r_name, url=r_url)
+    return channel
+
+
+def store_statements(*, channel: Channel, peer_id: int, new_positions: list[Position],
+                     changed_positions: list[Position], trades: list[NewTrade], channel_fields: dict,
+                     now) -> list:
+    """Round trip 2 on PostgreSQL (see the module's docstring); ``assign_keys`` gives the new positions the keys
+    it drew. Changed positions first: a position this request closes must be closed before a new one of its market
+    opens (one open position per market, checked at once)."""
+    statements = []
+    if changed_positions:
+        statements.append((UPDATE_POSITIONS, [now, _records([
+            {"id": p.pk, "status": p.status, **{n: _adapt(Position, n, getattr(p, n)) for n in BOOK}}
+            for p in changed_positions])]))
+    new_index = {id(p): k for k, p in enumerate(new_positions, start=1)}
+    statements.append((INSERT, [
+        len(new_positions), channel.pk, now, now, _records([
+            {"k": k, "market": p.market, "status": p.status, **{n: _adapt(Position, n, getattr(p, n)) for n in BOOK}}
+            for k, p in enumerate(new_positions, start=1)]),
+        channel.pk, peer_id, now, _records([
+            {"n": n, "external_id": t.external_id, "market": t.market, "direction": t.direction,
+             "initiator_direction": t.initiator_direction, "amount": _adapt(Trade, "amount", t.amount),
+             "price": _adapt(Trade, "price", t.price), "executed_at": t.executed_at,
+             "position_id": None if id(t.position) in new_index else t.position.pk,
+             "new_k": new_index.get(id(t.position))} for n, t in enumerate(trades)])]))
+    if channel_fields:
+        statements.append(_channel_update(channel))
+    return statements
+
+
+def assign_keys(results: list, new_positions: list[Position], changed_positions: list[Position]) -> None:
+    for k, key in results[1 if changed_positions else 0]:
+        new_positions[k - 1].pk = key
+
+
+def _channel_update(channel: Channel) -> tuple[str, list]:
+    """All of the fields a trade may change, as they are now (one statement text, whichever changed)."""
+    return UPDATE_CHANNEL, [*(_adapt(Channel, n, getattr(channel, n)) for n in CHANNEL_FIELDS), channel.pk]
+
+
+def _ended_cleanly(exc_type) -> bool:
+    """A transaction that wrote nothing ends with COMMIT unless something failed (see ``pipeline.end``)."""
+    return exc_type is None or issubclass(exc_type, DomainError)
+
+
 class TradeSession:
-    """One request's transaction on the trade path (see the module's docstring)."""
+    """One request's transaction on the trade path, on a database thread (see the module's docstring)."""
 
     def __enter__(self):
         self.own = pipeline.own_transaction()
@@ -154,97 +252,37 @@ class TradeSession:
             return self._atomic.__exit__(exc_type, exc, tb)
         self._holding.__exit__(exc_type, exc, tb)
         if self.begun and not self.committed:  # a replay, a refusal or an error: nothing was written
-            pipeline.end(keep=exc_type is None or issubclass(exc_type, DomainError))
+            pipeline.end(keep=_ended_cleanly(exc_type))
         if exc_type is None and self.held:
             outbox.publish(list(self.held))  # committed: the notices, together (one layer message per peer)
         return False
 
     def _run(self, statements: list[tuple[str, list]]) -> list[list[tuple] | None]:
-        return pipeline.run(statements, prepare=PREPARED)
+        return pipeline.run(statements)
 
-    # --- round trip 1 -----------------------------------------------------------------------------------------
-    def load(self, *, peer_id: int, channel_id: str, external_ids: list[str], markets: set[str]) -> Loaded:
-        """Lock ``channel_id`` if ``peer_id`` is one of its parties, and read what recording trades on it needs."""
-        mine = [channel_id, peer_id, peer_id]
-        if _postgres():
-            statements = [(LOCK + " FOR UPDATE OF c", mine), (STORED_PG, [*mine, external_ids]), (POSITIONS, mine),
-                          (MARKS_PG, [sorted(markets), *mine])]
-        else:  # one writer at a time: no row lock
-            statements = [(LOCK, mine), (STORED.format(in_list=_in(external_ids)), [*mine, *external_ids]),
-                          (POSITIONS, mine), (MARKS.format(in_list=_in(markets)), [*sorted(markets), *mine])]
+    def load(self, **request) -> Loaded:
+        statements = load_statements(**request)
         if self.own:
             statements.insert(0, BEGIN)
             self.begun = True
-        channel_rows, trade_rows, position_rows, mark_rows = self._run(statements)
-        if not channel_rows:
-            return Loaded(None, {}, [], {})
-        channel = self._channel(channel_rows[0])
-        positions = []
-        for row in position_rows:
-            values = dict(zip(POSITION_COLUMNS, row))
-            for name in (*BOOK, "settle_price"):
-                values[name] = _decimal(values[name])
-            positions.append(Position(channel=channel, **values))
-        stored = {row[0]: StoredTrade(row[0], row[1], row[2], _decimal(row[3]), _decimal(row[4]), int(row[5]))
-                  for row in trade_rows}
-        return Loaded(channel, stored, positions, {market: _decimal(price) for market, price in mark_rows})
+        return loaded(self._run(statements))
 
-    @staticmethod
-    def _channel(row) -> Channel:
-        values = dict(zip(CHANNEL_COLUMNS, row[:len(CHANNEL_COLUMNS)]))
-        for name in ("margin_deposit", "closed_pnl"):
-            values[name] = _decimal(values[name])
-        if isinstance(values["margin_call_due_at"], str):  # SQLite hands it back as text
-            values["margin_call_due_at"] = parse_datetime(values["margin_call_due_at"])
-        channel = Channel(**values)
-        i_address, i_name, i_url, r_address, r_name, r_url = row[len(CHANNEL_COLUMNS):]
-        channel.initiator = Peer(id=values["initiator_id"], address=i_address, name=i_name, url=i_url)
-        channel.responder = Peer(id=values["responder_id"], address=r_address, name=r_name, url=r_url)
-        return channel
-
-    # --- round trip 2 -----------------------------------------------------------------------------------------
     def store(self, *, channel: Channel, peer_id: int, new_positions: list[Position],
               changed_positions: list[Position], trades: list[NewTrade], channel_fields: dict) -> None:
-        """Write what the request decided, and commit when the session is its own. ``new_positions`` get their keys.
-
-        Changed positions first: a position this request closes must be closed before a new one of its market opens
-        (one open position per market, checked at once)."""
+        """Write what the request decided, and commit when the session is its own. ``new_positions`` get their keys."""
         now = _adapt(Trade, "recorded_at", timezone.now())
         if not _postgres():
             self._one_by_one(channel, peer_id, new_positions, changed_positions, trades, now)
             if channel_fields:
-                self._run([self._channel_update(channel)])
+                self._run([_channel_update(channel)])
             return
-        statements = []
-        if changed_positions:
-            statements.append((UPDATE_POSITIONS, [now, [p.pk for p in changed_positions],
-                                                  [p.status for p in changed_positions],
-                                                  *([_adapt(Position, n, getattr(p, n)) for p in changed_positions]
-                                                    for n in BOOK)]))
-        new_index = {id(p): k for k, p in enumerate(new_positions, start=1)}
-        statements.append((INSERT, [
-            len(new_positions), channel.pk, now, now, [p.market for p in new_positions],
-            [p.status for p in new_positions], *([_adapt(Position, n, getattr(p, n)) for p in new_positions]
-                                                 for n in BOOK),
-            channel.pk, peer_id, now, [t.external_id for t in trades], [t.market for t in trades],
-            [t.direction for t in trades], [t.initiator_direction for t in trades],
-            [_adapt(Trade, "amount", t.amount) for t in trades], [_adapt(Trade, "price", t.price) for t in trades],
-            [t.executed_at for t in trades],
-            [None if id(t.position) in new_index else t.position.pk for t in trades],
-            [new_index.get(id(t.position)) for t in trades]]))
-        if channel_fields:
-            statements.append(self._channel_update(channel))
+        statements = store_statements(channel=channel, peer_id=peer_id, new_positions=new_positions,
+                                      changed_positions=changed_positions, trades=trades,
+                                      channel_fields=channel_fields, now=now)
         if self.own:
             statements.append(COMMIT)
-        results = self._run(statements)
-        for k, key in results[1 if changed_positions else 0]:
-            new_positions[k - 1].pk = key
+        assign_keys(self._run(statements), new_positions, changed_positions)
         self.committed = self.own
-
-    @staticmethod
-    def _channel_update(channel: Channel) -> tuple[str, list]:
-        """All of the fields a trade may change, as they are now (one statement text, whichever changed)."""
-        return UPDATE_CHANNEL, [*(_adapt(Channel, n, getattr(channel, n)) for n in CHANNEL_FIELDS), channel.pk]
 
     def _one_by_one(self, channel, peer_id, new_positions, changed_positions, trades, now) -> None:
         """SQLite: in-process, one writer; a statement each costs no network, and ``executemany`` keeps a batch
@@ -266,3 +304,57 @@ class TradeSession:
                 [(channel.pk, t.external_id, peer_id, t.market, t.direction, t.initiator_direction,
                   _adapt(Trade, "amount", t.amount), _adapt(Trade, "price", t.price), t.executed_at, now,
                   t.position.pk) for t in trades])
+
+
+class AsyncTradeSession:
+    """``TradeSession`` on the event loop (PostgreSQL; channels_app/aiodb.py): always its own transaction, on a
+    connection of the loop's pool, the same statements in the same two round trips."""
+
+    async def __aenter__(self):
+        self._connection = (await aiodb.pool()).connection()
+        self.conn = await self._connection.__aenter__()
+        self.begun = self.committed = False
+        self._holding = outbox.holding()
+        self.held = self._holding.__enter__()
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb):
+        self._holding.__exit__(exc_type, exc, tb)
+        try:
+            if self.begun and not self.committed:  # a replay, a refusal or an error: nothing was written
+                try:
+                    await self.conn.execute("COMMIT" if _ended_cleanly(exc_type) else "ROLLBACK")
+                except psycopg.Error:
+                    if exc_type is None:
+                        raise  # else the connection broke with the error at hand: the pool drops it
+        finally:
+            await self._connection.__aexit__(exc_type, exc, tb)  # back to the pool (closed if broken)
+        if exc_type is None and self.held:
+            outbox.publish(list(self.held))  # committed: the notices, together (one layer message per peer)
+        return False
+
+    async def load(self, **request) -> Loaded:
+        self.begun = True
+        statements = [BEGIN, *load_statements(**request)]
+        try:
+            return loaded(await pipeline.arun(self.conn, statements))
+        except psycopg.OperationalError:
+            if not self.conn.closed:
+                raise
+        # The server had dropped the pooled connection (a restart, a reaper) just before it was taken, too recently
+        # for the pool's check to see: nothing was done on it, so once more, on another one.
+        logger.warning("the database had closed a pooled connection; the request runs on another one")
+        await self._connection.__aexit__(None, None, None)
+        self._connection = (await aiodb.pool()).connection()
+        self.conn = await self._connection.__aenter__()
+        return loaded(await pipeline.arun(self.conn, statements))
+
+    async def store(self, *, channel: Channel, peer_id: int, new_positions: list[Position],
+                    changed_positions: list[Position], trades: list[NewTrade], channel_fields: dict) -> None:
+        statements = store_statements(channel=channel, peer_id=peer_id, new_positions=new_positions,
+                                      changed_positions=changed_positions, trades=trades,
+                                      channel_fields=channel_fields,
+                                      now=_adapt(Trade, "recorded_at", timezone.now()))
+        assign_keys(await pipeline.arun(self.conn, [*statements, COMMIT]), new_positions,
+                    changed_positions)
+        self.committed = True

@@ -17,12 +17,12 @@ from typing import Any
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from channels_app import selectors
+from channels_app import aiodb, selectors
 from channels_app.errors import DomainError
 from channels_app.identity import operator_keys
 from channels_app.services import auth, channels, presence, tokens, trades
 from operatorapi import heartbeat, payloads, schemas, shutdown
-from operatorapi.dbthreads import on_thread_of
+from operatorapi.dbthreads import in_turn, on_thread_of
 from operatorapi.dispatch import NoDatabaseDispatchMixin
 from operatorapi.errors import ErrorCode, ProtocolError, error_frame
 from operatorapi.events import Event
@@ -248,16 +248,20 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
         return {"channel_id": channel.channel_id}
 
     async def record_trade(self, reqid, data):
-        recorded = await on_thread_of(data.channel_id, trades.record_trade)(
-            peer=self.peer, channel_id=data.channel_id, trade=data.to_domain()
-        )
+        recorded = await self.recording(data.channel_id, [data.to_domain()])
         return {"channel_id": recorded.channel.channel_id, "external_id": recorded.external_ids[0]}
 
     async def record_trades(self, reqid, data):
-        recorded = await on_thread_of(data.channel_id, trades.record_trades)(
-            peer=self.peer, channel_id=data.channel_id, trades=[item.to_domain() for item in data.trades]
-        )
+        recorded = await self.recording(data.channel_id, [item.to_domain() for item in data.trades])
         return {"channel_id": recorded.channel.channel_id, "external_ids": recorded.external_ids}
+
+    async def recording(self, channel_id: str, items: list[trades.TradeInput]) -> trades.Recorded:
+        """On the event loop where the database allows it (channels_app/aiodb.py), else on the channel's thread."""
+        if aiodb.enabled():
+            async with in_turn(channel_id):
+                return await trades.arecord_trades(peer=self.peer, channel_id=channel_id, trades=items)
+        return await on_thread_of(channel_id, trades.record_trades)(peer=self.peer, channel_id=channel_id,
+                                                                    trades=items)
 
     async def positions(self, reqid, data):
         role, book = await on_thread_of(data.channel_id, selectors.live_positions)(

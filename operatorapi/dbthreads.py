@@ -10,10 +10,16 @@ peer address) maps to one of ``DB_THREADS`` single-thread executors:
   processes the row lock orders the commits; notifications of two processes may interleave.
 
 SQLite has one writer: it gets one thread, as before.
+
+The trade path on PostgreSQL does without the thread (channels_app/aiodb.py); ``in_turn`` keeps its requests on one
+channel in order as the channel's thread would.
 """
+import asyncio
 import functools
+import weakref
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from functools import cache
 
 from asgiref.sync import SyncToAsync
@@ -51,3 +57,18 @@ def on_thread_of(key: str, func):
     executors = _executors()
     executor = executors[zlib.crc32(key.lower().encode()) % len(executors)]
     return SyncToAsync(giving_connections_back(func), thread_sensitive=False, executor=executor)
+
+
+_turns: "weakref.WeakValueDictionary[str, asyncio.Lock]" = weakref.WeakValueDictionary()  # while in use
+
+
+@asynccontextmanager
+async def in_turn(key: str):
+    """Work on the event loop for ``key`` (a channel id) one request at a time, in arrival order (an asyncio lock
+    wakes its waiters first come, first served): a transaction commits and its notices are handed on before the
+    next one on that channel begins."""
+    lock = _turns.get(key.lower())
+    if lock is None:
+        lock = _turns[key.lower()] = asyncio.Lock()
+    async with lock:
+        yield

@@ -46,9 +46,10 @@ def publish(notices: list) -> None:
     if loop is None:  # admin, commands, tests: no server loop to hand over to
         async_to_sync(_send)(messages)
         return
-    # On the server: hand the messages to the event loop and return, so the database thread is free at once.
-    # Order holds: a channel's transactions run on one thread, so their outboxes arrive in commit order, and the
-    # loop starts them in that order.
+    # On the server: hand the messages to the event loop and return, so the database thread is free at once (on
+    # the loop itself, the reply goes out before they do). Order holds: a channel's transactions run on one thread,
+    # or on the loop one at a time (``dbthreads.in_turn``), so their outboxes arrive in commit order, and the loop
+    # starts them in that order.
     loop.call_soon_threadsafe(_start_sending, messages)
 
 

@@ -109,10 +109,9 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Long-lived async workers: a pool (not per-thread persistent connections) with health checks.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # with a pool: checked when taken from the pool
-    # The trade path prepares its statements (channels_app/tradestore.py: prepare=True); nothing else is prepared
-    # (Django's own queries bind client-side). psycopg prepares nothing at all while the threshold is None.
-    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 2**31 - 1
-    DATABASES["default"]["OPTIONS"]["pool"] = {
+    # psycopg prepares nothing (Django's default threshold, None): the hot paths prepare their statements with SQL's
+    # PREPARE (channels_app/pipeline.py), which psycopg would deallocate with its own after any ROLLBACK.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN", default=2),
         "max_size": env.int("DB_POOL_MAX", default=10),
         "timeout": 10,
@@ -123,6 +122,9 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 # Database threads of a server process (operatorapi/dbthreads.py): one per shard of channels. SQLite has one
 # writer, so one thread; on PostgreSQL each thread holds a pooled connection while it works (keep <= DB_POOL_MAX).
 DB_THREADS = env.int("DB_THREADS", default=1 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 8)
+# The trade path on the event loop with psycopg's async connections (channels_app/aiodb.py), PostgreSQL only; off:
+# on the channel's database thread like every other request (the same statements; for comparison).
+TRADES_ON_EVENT_LOOP = env.bool("TRADES_ON_EVENT_LOOP", default=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer ------------------------------------------------------------------------------------------

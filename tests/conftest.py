@@ -2,6 +2,7 @@ import pytest
 from channels.layers import get_channel_layer
 from django.db import connections
 
+from channels_app import aiodb
 from tests.client import Client
 
 
@@ -20,6 +21,7 @@ async def channel_layer():
     layer = get_channel_layer()
     yield layer
     await layer.flush()
+    await aiodb.close()  # the trade path's connections of this test's event loop (PostgreSQL)
 
 
 @pytest.fixture

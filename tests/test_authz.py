@@ -120,7 +120,11 @@ async def test_no_secret_reaches_a_client_or_a_log(connect, caplog, monkeypatch)
     def explode(**kwargs):
         raise RuntimeError(f"database said: password=hunter2 {django_settings.SECRET_KEY}")
 
-    monkeypatch.setattr(trade_service, "record_trade", explode)
+    async def explode_on_the_loop(**kwargs):
+        explode(**kwargs)
+
+    monkeypatch.setattr(trade_service, "record_trades", explode)  # on a database thread (SQLite)
+    monkeypatch.setattr(trade_service, "arecord_trades", explode_on_the_loop)  # on the event loop (PostgreSQL)
     failure = await client.error("record_trade", {**request_for(Event.RECORD_TRADE, MISSING)},
                                  code="internal_error")
     frames.append(failure)

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import connection, connections
 from django.test import AsyncClient
 
+from channels_app import aiodb
 from tests.client import trade
 
 pytestmark = [
@@ -28,11 +29,15 @@ def checked_out() -> int:
 
 
 async def terminate_other_sessions() -> int:
-    """What a database restart or an idle-session reaper does: every session on the test database is killed."""
+    """What a database restart or an idle-session reaper does: every session of the server on the test database is
+    killed (not the test's own: the test harness flushes the database with it afterwards)."""
+    harness = connection.connection.info.backend_pid if connection.connection is not None else 0
+
     def terminate():
         with psycopg.connect(**connection.get_connection_params(), autocommit=True) as conn:
             return conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()[0]
+                                "WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> %s",
+                                [harness]).fetchone()[0]
 
     return await asyncio.to_thread(terminate)
 
@@ -77,3 +82,29 @@ async def test_healthz_gives_its_connection_back_and_survives_a_dropped_one():
     assert await terminate_other_sessions() >= 1
     response = await AsyncClient().get("/healthz")
     assert (response.status_code, response.json()["database"]) == (200, True)
+
+
+async def test_the_trade_path_replaces_a_connection_dropped_too_recently_for_the_pools_check(pair, monkeypatch):
+    """The trade path's own pool (channels_app/aiodb.py) checks a connection as Django's does; a drop that happened
+    after that check (here: the check made blind) costs the request nothing: it runs on another connection."""
+    async def blind(conn):
+        pass
+
+    monkeypatch.setattr(aiodb, "acheck_without_round_trip", blind)
+    await aiodb.close()  # a new pool, with the blind check
+    alice, bob, channel_id = pair
+    await alice.record(channel_id, external_id="before")
+    async with (await aiodb.pool()).connection() as conn:
+        backend = conn.info.backend_pid
+
+    def terminate_and_wait():
+        with psycopg.connect(**connection.get_connection_params(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [backend])
+            while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [backend]).fetchone()[0]:
+                pass
+
+    await asyncio.to_thread(terminate_and_wait)
+    await alice.record(channel_id, external_id="after")  # answered, not an internal error
+    view = (await bob.positions(channel_id))["ETH/USD"]
+    assert (view["direction"], view["amount"]) == ("sell", "2")  # both trades, from bob's side
+    assert (await aiodb.pool()).get_stats().get("connections_lost", 0) == 0  # found by the request, not the pool

@@ -3,15 +3,17 @@ exactly what the ORM reference (tests/orm_reference.py) stores: positions, trade
 and the ledger a settlement then computes."""
 import os
 import tempfile
+from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.db import connection
 from eth_account import Account
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from channels_app import selectors
+from channels_app import aiodb, selectors
 from channels_app.errors import DomainError
 from channels_app.models import Channel, Peer, Position
 from channels_app.services import marks, trades
@@ -22,6 +24,10 @@ from tests.client import EXECUTED_AT
 from tests.factories import opened_channel
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the path's own transaction, as on the server
+
+
+PG_ONLY = pytest.mark.skipif(os.environ.get("DATABASE_URL", "").split(":")[0] not in ("postgres", "postgresql"),
+                             reason="round trips are PostgreSQL's: SQLite runs in the process")
 
 
 def item(external_id, market="ETH/USD", direction="buy", amount="1", price="100"):
@@ -36,33 +42,42 @@ def channel_and_peers():
     return channel, alice, bob
 
 
-def client_round_trips(call) -> int:
-    """How many times the client waits on the server while ``call`` runs: each simple Query and each Sync it sends
-    (libpq's own trace of the wire protocol)."""
-    connection.ensure_connection()
-    pgconn = connection.connection.pgconn
+@contextmanager
+def counting_round_trips(pgconn):
+    """Counts how many times the client waits on the server meanwhile: each simple Query and each Sync it sends
+    (libpq's own trace of the wire protocol). Yields a list that holds the count when the block ends."""
     from psycopg import pq
 
+    counted = []
     with tempfile.TemporaryFile("w+") as trace:
         pgconn.trace(trace.fileno())
         pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
         try:
-            call()
+            yield counted
         finally:
             pgconn.untrace()
         trace.seek(0)
         sent = [line.split("\t")[2].strip() for line in trace if line.startswith("F\t")]
-    return sum(1 for message in sent if message.split(" ")[0] in ("Query", "Sync"))
+    counted.append(sum(1 for message in sent if message.split(" ")[0] in ("Query", "Sync")))
 
 
-@pytest.mark.skipif(os.environ.get("DATABASE_URL", "").split(":")[0] not in ("postgres", "postgresql"),
-                    reason="round trips are PostgreSQL's: SQLite runs in the process")
+def client_round_trips(call) -> int:
+    """The round trips of ``call`` on this thread's connection."""
+    connection.ensure_connection()
+    with counting_round_trips(connection.connection.pgconn) as counted:
+        call()
+    return counted[0]
+
+
+@PG_ONLY
 def test_a_trade_takes_two_database_round_trips(channel_and_peers):
     channel, alice, bob = channel_and_peers
 
     def record(*items, peer=alice):
         return lambda: trades.record_trades(peer=peer, channel_id=channel.channel_id, trades=list(items))
 
+    connection.close_pool()  # a new connection prepares the hot statements first: once in its life
+    assert client_round_trips(record(item("first", market="SOL/USD"))) == 3
     assert client_round_trips(record(item("new-position"))) == 2  # a position opened
     assert client_round_trips(record(item("same-position", direction="sell", amount="0.5"), peer=bob)) == 2
     assert client_round_trips(record(*(item(f"b{n}", market=("ETH/USD", "BTC/USD")[n % 2]) for n in range(100)))) == 2
@@ -78,14 +93,44 @@ def test_a_trade_takes_two_database_round_trips(channel_and_peers):
                                                                  trades_in=[item("by-the-orm")]))
     assert orm >= 6, orm
     position = Position.objects.get(channel=channel, market="ETH/USD", status="open")
-    assert position.quantity == Decimal("52.5") and channel.trades.count() == 103  # 1 + 0.5 + 50 + 1
+    assert position.quantity == Decimal("52.5") and channel.trades.count() == 104  # 1 + 0.5 + 50 + 1
 
 
-@pytest.mark.skipif(os.environ.get("DATABASE_URL", "").split(":")[0] not in ("postgres", "postgresql"),
-                    reason="round trips are PostgreSQL's: SQLite runs in the process")
+@PG_ONLY
+async def test_on_the_event_loop_a_trade_takes_two_database_round_trips_too(channel_and_peers):
+    """The server's path (``arecord_trades``, channels_app/aiodb.py): the same scripts on the loop's own pool."""
+    channel, alice, bob = channel_and_peers
+
+    async def round_trips(*items, peer=alice) -> int:
+        async with (await aiodb.pool()).connection() as conn:  # the pool's one connection: the next one taken
+            pgconn = conn.pgconn
+        with counting_round_trips(pgconn) as counted:
+            try:
+                await trades.arecord_trades(peer=peer, channel_id=channel.channel_id, trades=list(items))
+            except DomainError:
+                pass
+        return counted[0]
+
+    try:
+        assert await round_trips(item("first")) == 3  # a new connection prepares the hot statements first
+        assert await round_trips(item("more")) == 2
+        assert await round_trips(item("from-bob", direction="sell", amount="0.5"), peer=bob) == 2
+        assert await round_trips(*(item(f"b{n}", market=("ETH/USD", "BTC/USD")[n % 2]) for n in range(100))) == 2
+        assert await round_trips(item("more")) == 2  # a replay
+        assert await round_trips(item("too-big", price="100000")) == 2  # a refusal
+        assert (await aiodb.pool()).get_stats()["pool_size"] == 1  # so every call above was on the one traced
+    finally:
+        await aiodb.close()
+    quantity = await sync_to_async(lambda: Position.objects.get(channel=channel, market="ETH/USD", status="open")
+                                   .quantity)()
+    assert quantity == Decimal("52.5")  # 1 + 1 + 0.5 + 50
+
+
+@PG_ONLY
 def test_an_admission_takes_one_database_round_trip():
     from channels_app.services.auth import admit_peer
 
+    admit_peer(address=Account.create().address)  # the connection has prepared the statements (once in its life)
     address = Account.create().address
     assert client_round_trips(lambda: admit_peer(address=address, channel_name="c1")) == 1  # a new peer
     assert client_round_trips(lambda: admit_peer(address=address, channel_name="c2")) == 1

@@ -149,10 +149,12 @@ PEER, CONNECTION = Peer._meta.db_table, PeerConnection._meta.db_table
 # The peer row (created if new), then locked; then, on a snapshot taken under the lock, the live connections
 # counted and, only if the peer may come in, its sign-in times and its connection written: the same rules as the
 # ORM branch of ``admit_peer``, in one round trip with BEGIN and COMMIT.
-CREATE_PEER = (f"INSERT INTO {PEER} (address, name, url, is_disabled, created_at) VALUES (%s, '', '', false, %s) "
-               "ON CONFLICT (address) DO NOTHING")
-LOCK_PEER = f"SELECT id, is_disabled, name, url, first_seen FROM {PEER} WHERE address = %s FOR UPDATE"
-ADMIT = (
+CREATE_PEER = pipeline.Prepared("admit_create_peer", (
+    f"INSERT INTO {PEER} (address, name, url, is_disabled, created_at) VALUES (%s, '', '', false, %s) "
+    "ON CONFLICT (address) DO NOTHING"))
+LOCK_PEER = pipeline.Prepared("admit_lock_peer",
+                              f"SELECT id, is_disabled, name, url, first_seen FROM {PEER} WHERE address = %s FOR UPDATE")
+ADMIT = pipeline.Prepared("admit", (
     f"WITH p AS (SELECT id, is_disabled FROM {PEER} WHERE address = %s), "
     f"live AS (SELECT count(*) AS n FROM {CONNECTION} c, p WHERE c.peer_id = p.id AND c.expires_at > now() "
     "AND c.channel_name <> %s), "
@@ -160,10 +162,10 @@ ADMIT = (
     f"seen AS (UPDATE {PEER} SET first_seen = COALESCE(first_seen, %s), last_seen = %s "
     "WHERE id IN (SELECT id FROM ok) RETURNING id), "
     f"present AS (INSERT INTO {CONNECTION} (channel_name, peer_id, server, client_address, connected_at, expires_at) "
-    "SELECT %s, ok.id, %s, %s, %s, now() + make_interval(secs => %s) FROM ok WHERE %s::text <> '' "
+    "SELECT %s::text, ok.id, %s::text, %s::text, %s::timestamptz, now() + make_interval(secs => %s) FROM ok WHERE %s::text <> '' "
     "ON CONFLICT (channel_name) DO UPDATE SET peer_id = EXCLUDED.peer_id, server = EXCLUDED.server, "
     "client_address = EXCLUDED.client_address, expires_at = EXCLUDED.expires_at RETURNING id) "
-    "SELECT live.n, (SELECT count(*) FROM seen) FROM live")
+    "SELECT live.n, (SELECT count(*) FROM seen) FROM live"))
 
 
 def _admit_in_one_round_trip(*, address: str, channel_name: str, client_address: str) -> Peer:
@@ -173,7 +175,7 @@ def _admit_in_one_round_trip(*, address: str, channel_name: str, client_address:
         pipeline.BEGIN, (CREATE_PEER, [address, now]), (LOCK_PEER, [address]),
         (ADMIT, [address, channel_name, channel_name, limit, limit, now, now, channel_name, presence.SERVER,
                  client_address[:100], now, settings.PRESENCE_LEASE_SECONDS, channel_name]),
-        pipeline.COMMIT], prepare=frozenset({CREATE_PEER, LOCK_PEER, ADMIT}))[1:]
+        pipeline.COMMIT])[1:]
     key, disabled, name, url, first_seen = peer_row
     if disabled:
         raise DomainError(Code.PEER_DISABLED, "this peer is disabled")

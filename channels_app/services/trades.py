@@ -24,7 +24,7 @@ from channels_app.money import MONEY, ZERO, fmt
 from channels_app.notices import StreamAction, notify_channel, notify_positions
 from channels_app.services import zones
 from channels_app.statemachine import move
-from channels_app.tradestore import NewTrade, StoredTrade, TradeSession
+from channels_app.tradestore import AsyncTradeSession, NewTrade, StoredTrade, TradeSession
 from channels_app.values import Margins
 
 
@@ -161,29 +161,56 @@ def announce(channel: Channel, decision: Decision, marks: dict[str, Decimal]) ->
         notify_channel(channel, StreamAction.MARGIN_UPDATED, decision.after)
 
 
+def _recording(*, peer_id: int, channel_id: str, trades: list[TradeInput]):
+    """The steps of recording ``trades``, for a session to carry out: yields (method, arguments) of the session
+    (``load``, then ``store`` unless nothing is fresh) and is sent back what it returned; returns the ``Recorded``.
+    So the rules exist once, whether a database thread runs them (``record_trades``) or the event loop
+    (``arecord_trades``)."""
+    external_ids = [item.external_id for item in trades]
+    # The channel row lock serializes everything on this channel: idempotency check, position, margin.
+    loaded = yield "load", dict(peer_id=peer_id, channel_id=channel_id, external_ids=external_ids,
+                                markets={item.market for item in trades})
+    channel = loaded.channel
+    if channel is None:
+        raise channel_not_found()
+    fresh = fresh_items(channel=channel, role=channel.role_of(peer_id), trades=trades, stored=loaded.stored)
+    if not fresh:  # a replay: answered from what is stored, nothing changes, nobody is notified
+        return Recorded(channel, external_ids, [True] * len(trades))
+    decision = decide(channel=channel, fresh=fresh, positions=loaded.positions, marks=loaded.marks)
+    yield "store", dict(channel=channel, peer_id=peer_id, new_positions=decision.created,
+                        changed_positions=[p for p in decision.touched if p.pk is not None],
+                        trades=decision.new_trades, channel_fields=decision.channel_fields)
+    announce(channel, decision, loaded.marks)
+    stored_now = {item.external_id for _, item, _ in fresh}
+    return Recorded(channel, external_ids, [external_id not in stored_now for external_id in external_ids])
+
+
 def record_trades(*, peer: Peer, channel_id: str, trades: list[TradeInput]) -> Recorded:
     """Trades of one channel, all or nothing: as if recorded one by one in order, in one transaction.
 
     A refusal names the refused item by its index (``DomainError.item``).
     """
-    external_ids = [item.external_id for item in trades]
+    steps, answer = _recording(peer_id=peer.id, channel_id=channel_id, trades=trades), None
     with TradeSession() as session:
-        # The channel row lock serializes everything on this channel: idempotency check, position, margin.
-        loaded = session.load(peer_id=peer.id, channel_id=channel_id, external_ids=external_ids,
-                              markets={item.market for item in trades})
-        channel = loaded.channel
-        if channel is None:
-            raise channel_not_found()
-        fresh = fresh_items(channel=channel, role=channel.role_of(peer.id), trades=trades, stored=loaded.stored)
-        if not fresh:  # a replay: answered from what is stored, nothing changes, nobody is notified
-            return Recorded(channel, external_ids, [True] * len(trades))
-        decision = decide(channel=channel, fresh=fresh, positions=loaded.positions, marks=loaded.marks)
-        session.store(channel=channel, peer_id=peer.id, new_positions=decision.created,
-                      changed_positions=[p for p in decision.touched if p.pk is not None],
-                      trades=decision.new_trades, channel_fields=decision.channel_fields)
-        announce(channel, decision, loaded.marks)
-    stored_now = {item.external_id for _, item, _ in fresh}
-    return Recorded(channel, external_ids, [external_id not in stored_now for external_id in external_ids])
+        while True:
+            try:
+                method, arguments = steps.send(answer)
+            except StopIteration as done:
+                return done.value
+            answer = getattr(session, method)(**arguments)
+
+
+async def arecord_trades(*, peer: Peer, channel_id: str, trades: list[TradeInput]) -> Recorded:
+    """``record_trades`` on the event loop (PostgreSQL, ``aiodb.enabled()``): the same steps, the same statements,
+    with no thread in between."""
+    steps, answer = _recording(peer_id=peer.id, channel_id=channel_id, trades=trades), None
+    async with AsyncTradeSession() as session:
+        while True:
+            try:
+                method, arguments = steps.send(answer)
+            except StopIteration as done:
+                return done.value
+            answer = await getattr(session, method)(**arguments)
 
 
 def record_trade(*, peer: Peer, channel_id: str, trade: TradeInput) -> Recorded:

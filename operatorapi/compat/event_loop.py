@@ -14,6 +14,12 @@ require("asgiref", "3.13")
 
 
 def server_loop() -> asyncio.AbstractEventLoop | None:
-    """The running event loop that this thread is doing work for, or None (admin, commands, tests)."""
+    """The running event loop that this thread is doing work for (or runs: the trade path on the loop,
+    channels_app/aiodb.py), or None (admin, commands, tests)."""
     loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
-    return loop if loop is not None and loop.is_running() else None
+    if loop is not None and loop.is_running():
+        return loop
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -11,20 +11,31 @@ psycopg_pool takes the check only when it creates a pool; Django creates it.
 """
 import select
 
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from operatorapi.compat import require
 
 require("psycopg-pool", "3.3")
 
 
-def check_without_round_trip(conn) -> None:
+def _heard_from_server(conn) -> bool:
+    """Whether something arrived while the connection idled in the pool (raises if it is closed)."""
     if conn.closed:
         raise ConnectionError("the connection is closed")
     poll = select.poll()
     poll.register(conn.fileno(), select.POLLIN)
-    if poll.poll(0):  # something arrived while it idled in the pool: ask the server (raises if broken)
+    return bool(poll.poll(0))
+
+
+def check_without_round_trip(conn) -> None:
+    if _heard_from_server(conn):  # ask the server (raises if broken)
         ConnectionPool.check_connection(conn)
+
+
+async def acheck_without_round_trip(conn) -> None:
+    """The same for an ``AsyncConnectionPool`` (channels_app/aiodb.py), given to it as its ``check``."""
+    if _heard_from_server(conn):
+        await AsyncConnectionPool.check_connection(conn)
 
 
 def install_on(connection) -> None:

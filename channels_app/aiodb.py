@@ -1,0 +1,53 @@
+"""The trade path's database connections on the event loop (PostgreSQL): psycopg's async connections, pooled.
+
+On a database thread (operatorapi/dbthreads.py) a trade paid two hand-overs between threads, to the thread and back,
+and its Python competed with the event loop's for the interpreter lock: 3 ms in the server for 1.3 ms of work
+(bench/RESULTS.md). On the event loop it runs between frames and waits for PostgreSQL without holding anything up.
+
+A server has one event loop for its life; tests start one per test, and async connections belong to the loop that
+opened them, so each loop has its own pool, opened when first used; ``close`` closes the running loop's (the test
+fixtures call it). The connections take Django's parameters for the database (its name, its adapters, the prepare
+threshold that lets the trade path prepare its statements) in autocommit: the trade path sends its own BEGIN and
+COMMIT (channels_app/pipeline.py), as it does on Django's connections.
+"""
+import asyncio
+
+from django.conf import settings
+from django.db import connection
+from psycopg_pool import AsyncConnectionPool
+
+from operatorapi.compat.pool_check import acheck_without_round_trip
+
+_pools: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}  # each loop's pool, while it opens and once open
+
+
+def enabled() -> bool:
+    """Whether the trade path runs on the event loop here: PostgreSQL, unless ``TRADES_ON_EVENT_LOOP`` is off."""
+    return connection.vendor == "postgresql" and settings.TRADES_ON_EVENT_LOOP
+
+
+async def _open() -> AsyncConnectionPool:
+    params = connection.get_connection_params()  # Django's, as its own connections get them (no I/O)
+    params.pop("cursor_factory", None)  # Django's is for its sync connections
+    sizes = connection.settings_dict["OPTIONS"].get("pool") or {}
+    pool = AsyncConnectionPool(kwargs={**params, "autocommit": True}, min_size=1,
+                               max_size=sizes.get("max_size", 10), timeout=sizes.get("timeout", 30),
+                               check=acheck_without_round_trip, name="trade-path", open=False)
+    await pool.open(wait=True)  # its first connection made before anyone asks (no second one opened meanwhile)
+    return pool
+
+
+async def pool() -> AsyncConnectionPool:
+    """The running loop's pool, opened on first use."""
+    loop = asyncio.get_running_loop()
+    opening = _pools.get(loop)
+    if opening is None:  # the first caller opens it; those arriving meanwhile wait for the same opening
+        opening = _pools[loop] = loop.create_task(_open())
+    return await asyncio.shield(opening) if not opening.done() else opening.result()
+
+
+async def close() -> None:
+    """Close the running loop's pool, if it has one (tests: before their loop ends)."""
+    opening = _pools.pop(asyncio.get_running_loop(), None)
+    if opening is not None:
+        await (await opening).close()
