@@ -25,11 +25,12 @@ through the fields' own adapters; the ORM stays for everything off this path.
 import json
 import logging
 from dataclasses import dataclass
+from functools import cache
 from decimal import Decimal
 from typing import NamedTuple
 
 import psycopg
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -96,8 +97,14 @@ UPDATE_CHANNEL = Prepared("trade_update_channel", (
 
 
 def _records(rows: list[dict]) -> str:
-    """Rows for ``json_to_recordset``: decimals as JSON strings, which PostgreSQL reads back exactly."""
-    return json.dumps(rows, default=str, separators=(",", ":"))
+    """Rows for ``json_to_recordset`` (decimals as their exact text: ``_numeric``)."""
+    return json.dumps(rows, separators=(",", ":"))
+
+
+def _numeric(value: Decimal | None) -> str | None:
+    """A decimal in a JSON record: its exact text (PostgreSQL's ``numeric`` reads it back unchanged, scale too), as
+    ``ExactDecimalField`` hands PostgreSQL the Decimal itself."""
+    return None if value is None else str(value)
 
 
 class StoredTrade(NamedTuple):
@@ -132,8 +139,15 @@ def _decimal(value) -> Decimal | None:
     return value if value is None or isinstance(value, Decimal) else Decimal(value)
 
 
-def _adapt(model, field: str, value):
-    return model._meta.get_field(field).get_db_prep_value(value, connection, prepared=False)
+@cache
+def _field(model, name: str):
+    return model._meta.get_field(name)
+
+
+def _adapt(model, field: str, value, db=None):
+    """``value`` as ``field``'s own adapter hands it to the database (``db``: the connection, looked up once by a
+    caller with many values; the lookup is not free on the event loop)."""
+    return _field(model, field).get_db_prep_value(value, db or connection, prepared=False)
 
 
 def _book(position: Position) -> list:
@@ -200,17 +214,17 @@ def store_statements(*, channel: Channel, peer_id: int, new_positions: list[Posi
     statements = []
     if changed_positions:
         statements.append((UPDATE_POSITIONS, [now, _records([
-            {"id": p.pk, "status": p.status, **{n: _adapt(Position, n, getattr(p, n)) for n in BOOK}}
+            {"id": p.pk, "status": p.status, **{n: _numeric(getattr(p, n)) for n in BOOK}}
             for p in changed_positions])]))
     new_index = {id(p): k for k, p in enumerate(new_positions, start=1)}
     statements.append((INSERT, [
         len(new_positions), channel.pk, now, now, _records([
-            {"k": k, "market": p.market, "status": p.status, **{n: _adapt(Position, n, getattr(p, n)) for n in BOOK}}
+            {"k": k, "market": p.market, "status": p.status, **{n: _numeric(getattr(p, n)) for n in BOOK}}
             for k, p in enumerate(new_positions, start=1)]),
         channel.pk, peer_id, now, _records([
             {"n": n, "external_id": t.external_id, "market": t.market, "direction": t.direction,
-             "initiator_direction": t.initiator_direction, "amount": _adapt(Trade, "amount", t.amount),
-             "price": _adapt(Trade, "price", t.price), "executed_at": t.executed_at,
+             "initiator_direction": t.initiator_direction, "amount": _numeric(t.amount),
+             "price": _numeric(t.price), "executed_at": t.executed_at,
              "position_id": None if id(t.position) in new_index else t.position.pk,
              "new_k": new_index.get(id(t.position))} for n, t in enumerate(trades)])]))
     if channel_fields:
@@ -225,7 +239,8 @@ def assign_keys(results: list, new_positions: list[Position], changed_positions:
 
 def _channel_update(channel: Channel) -> tuple[str, list]:
     """All of the fields a trade may change, as they are now (one statement text, whichever changed)."""
-    return UPDATE_CHANNEL, [*(_adapt(Channel, n, getattr(channel, n)) for n in CHANNEL_FIELDS), channel.pk]
+    db = connections[DEFAULT_DB_ALIAS]
+    return UPDATE_CHANNEL, [*(_adapt(Channel, n, getattr(channel, n), db) for n in CHANNEL_FIELDS), channel.pk]
 
 
 def _ended_cleanly(exc_type) -> bool:
