@@ -9,7 +9,8 @@ a row lock sees what the lock's previous holder committed.
 A ``Prepared`` statement is prepared with SQL's ``PREPARE`` the first time a connection meets it (one round trip,
 once per connection) and run with ``EXECUTE``, so PostgreSQL plans it once per connection (planning the trade path's
 locking join took longer than running it). psycopg itself prepares nothing (``prepare_threshold`` is None): it would
-``DEALLOCATE ALL`` after any ROLLBACK it sees, these statements with its own.
+``DEALLOCATE ALL`` after any ROLLBACK it sees, these statements with its own. (A prepared statement lives in its
+session: behind a proxy that pools by transaction, such as PgBouncer's transaction mode, connect in session mode.)
 
 Inside a caller's transaction (tests, any caller's atomic block) BEGIN and COMMIT are left out of the script: Django's
 atomic block has them. On SQLite the statements run one at a time through Django's cursor, as written.

@@ -10,6 +10,7 @@ from tests.client import Client
 def close_database_pool(django_db_setup, django_db_blocker):
     """The database threads' pooled connections are closed before the test database is dropped (PostgreSQL)."""
     yield
+    assert not aiodb._pools, f"trade-path pools left open by tests: {list(aiodb._pools)}"
     with django_db_blocker.unblock():
         for connection in connections.all():
             if getattr(connection, "close_pool", None):

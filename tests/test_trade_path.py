@@ -76,6 +76,7 @@ def test_a_trade_takes_two_database_round_trips(channel_and_peers):
     def record(*items, peer=alice):
         return lambda: trades.record_trades(peer=peer, channel_id=channel.channel_id, trades=list(items))
 
+    connection.close()
     connection.close_pool()  # a new connection prepares the hot statements first: once in its life
     assert client_round_trips(record(item("first", market="SOL/USD"))) == 3
     assert client_round_trips(record(item("new-position"))) == 2  # a position opened
