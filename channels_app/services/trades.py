@@ -120,18 +120,19 @@ def decide(*, channel: Channel, fresh: list[tuple[int, TradeInput, str]], positi
             position = open_by_market[item.market] = Position(channel=channel, market=item.market,
                                                               last_price=item.price)
         balances_before = after  # the rules apply as if the items were recorded one by one
-        zones_before = risk.zones(balances_before, channel.margin_deposit, rate)
-        quantity_before = position.quantity
-        pnl = MONEY.subtract(pnl, accounting.total_pnl(position.book, valuation.position_mark(position, marks)))
-        position.set_book(accounting.apply_trade(position.book, initiator_direction, item.amount, item.price))
+        book_before = position.book
+        pnl = MONEY.subtract(pnl, accounting.total_pnl(book_before, valuation.position_mark(position, marks)))
+        book = accounting.apply_trade(book_before, initiator_direction, item.amount, item.price)
+        position.set_book(book)
         position.last_price = item.price
-        pnl = MONEY.add(pnl, accounting.total_pnl(position.book, valuation.position_mark(position, marks)))
-        if position.book.is_flat:  # closed for good: its realized PnL joins the channel's closed total
+        pnl = MONEY.add(pnl, accounting.total_pnl(book, valuation.position_mark(position, marks)))
+        if book.is_flat:  # closed for good: its realized PnL joins the channel's closed total
             move(position, PositionStatus.CLOSED, table=POSITION_TRANSITIONS)
             newly_closed = MONEY.add(newly_closed, position.realized_pnl)
             del open_by_market[item.market]
         after = valuation.margins(deposit=channel.margin_deposit, initiator_pnl=pnl)
-        if not risk.reduces(quantity_before, position.quantity):
+        if not risk.reduces(book_before.quantity, book.quantity):
+            zones_before = risk.zones(balances_before, channel.margin_deposit, rate)
             if zones_before.worst != risk.MarginZone.GREEN:
                 raise DomainError(Code.MARGIN_CALL, _margin_call_sentence(zones_before, balances_before), item=index)
             if min(after) < 0:
