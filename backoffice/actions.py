@@ -47,7 +47,7 @@ def set_peer_disabled(*, actor: str, peer_pk: int, disabled: bool, user=None) ->
         record(actor=actor, user=user, action="disable_peer" if disabled else "enable_peer", obj=peer,
                before={"is_disabled": before}, after={"is_disabled": disabled})
         if disabled:
-            notify_peer_disabled(peer.address)  # its live connections close, on every process, after commit
+            notify_peer_disabled(peer)  # its live connections close, on every process, after commit
     return peer
 
 

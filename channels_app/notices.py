@@ -38,9 +38,11 @@ class PositionNotice:
 
 @dataclass(frozen=True)
 class PeerDisabledNotice:
-    """Back office disabled a peer: every live connection of it closes, on every process."""
+    """Back office disabled a peer: every live connection of it closes, on every process (each named by its
+    channel-layer name, read under the peer's row lock, so no admission slips between: docs/protocol.md)."""
 
     address: str
+    channel_names: tuple[str, ...]
 
 
 def notify_channel(channel, action: StreamAction, balances=None) -> None:
@@ -55,5 +57,6 @@ def notify_positions(channel, positions, marks: dict[str, Decimal]) -> None:
         outbox.queue(PositionNotice(selectors.position_view(position, marks), recipients))
 
 
-def notify_peer_disabled(address: str) -> None:
-    outbox.queue(PeerDisabledNotice(address))
+def notify_peer_disabled(peer) -> None:
+    """Every connection ``peer`` has now hears it is disabled (call under the peer's row lock)."""
+    outbox.queue(PeerDisabledNotice(peer.address, selectors.connection_names(peer=peer)))

@@ -131,5 +131,11 @@ def live_connections():
     return PeerConnection.objects.filter(LIVE)
 
 
+def connection_names(*, peer: Peer) -> tuple[str, ...]:
+    """The channel-layer names of ``peer``'s connections (lease ended or not: a name nobody listens on costs
+    nothing)."""
+    return tuple(PeerConnection.objects.filter(peer=peer).order_by("pk").values_list("channel_name", flat=True))
+
+
 def online_peer_count() -> int:
     return live_connections().values("peer").distinct().count()

@@ -18,10 +18,13 @@ if _check_errors:
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from operatorapi.compat import autobahn_debug  # noqa: E402
 from operatorapi.routing import websocket_urlpatterns  # noqa: E402
 from operatorapi.security import origin_validator  # noqa: E402
 from operatorapi.shutdown import ShutdownMiddleware  # noqa: E402
 from operatorapi.worker import WorkerMiddleware  # noqa: E402
+
+autobahn_debug.install()  # Daphne's connections: no debug line formatted unless written
 
 application = ShutdownMiddleware(WorkerMiddleware(ProtocolTypeRouter(
     {

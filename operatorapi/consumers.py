@@ -26,7 +26,7 @@ from operatorapi.dbthreads import in_turn, on_thread_of
 from operatorapi.dispatch import NoDatabaseDispatchMixin
 from operatorapi.errors import ErrorCode, ProtocolError, error_frame
 from operatorapi.events import Event
-from operatorapi.publisher import peer_control_group, peer_group
+from operatorapi.publisher import peer_group
 from operatorapi.ratelimit import TokenBucket
 from settlement import selectors as settlement_selectors
 from settlement import services as settlement_services
@@ -77,7 +77,6 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
                 return
             if self.subscription_reqid is not None:
                 await self.channel_layer.group_discard(peer_group(self.peer.address), self.channel_name)
-            await self.channel_layer.group_discard(peer_control_group(self.peer.address), self.channel_name)
             await on_thread_of(self.peer.address, presence.disconnected)(channel_name=self.channel_name)
         finally:
             shutdown.unregister(self)  # after the presence row is gone: a draining process waits for this
@@ -218,10 +217,6 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
         self.auth_failures = 0
         self.auth_timer.cancel()
         await self.reply(reqid, Event.AUTHENTICATE)
-        # After the reply: the handshake's critical path ends with it, and this connection handles no other frame
-        # before it has joined. (A disable committed between the admission and this join is missed by this
-        # connection, as it was when the join came first: bench/RESULTS.md, left as found.)
-        await self.channel_layer.group_add(peer_control_group(self.peer.address), self.channel_name)
 
     def sign_in(self, outstanding: auth.Challenge | None, frame: dict):
         """(database thread) The frame's credentials checked and the peer admitted; a malformed request counts as

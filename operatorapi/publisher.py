@@ -3,7 +3,8 @@
 Each peer has a channel-layer group; a connection joins it on ``subscribe_notifications``. A transaction's notices
 become one channel-layer message per peer (its frames in order), so a trade's four notifications are two
 publishes. ``group_send`` is at-most-once: the database is the record, and clients re-read it with ``positions``
-after a reconnect.
+after a reconnect. A disabled peer's connections are told one by one, each on its own channel (no group to join at
+sign-in: that was two Redis round trips per authentication).
 """
 import asyncio
 import logging
@@ -20,6 +21,7 @@ logger = logging.getLogger(__name__)
 # The consumer methods that receive a group's messages (Channels maps "type" to a method name).
 NOTIFY_TYPE = "notify"
 DISCONNECT_TYPE = "peer_disabled"
+GROUP, CONNECTION = "group", "connection"  # whom a message goes to: a group, or one connection's channel
 
 
 def peer_group(address: str) -> str:
@@ -27,20 +29,17 @@ def peer_group(address: str) -> str:
     return f"peer.{address.lower()}"
 
 
-def peer_control_group(address: str) -> str:
-    """All of a peer's authenticated connections, subscribed or not: control messages."""
-    return f"peer-control.{address.lower()}"
-
-
 def publish(notices: list) -> None:
     """Render ``notices`` for their recipients and send them, in order (called after commit)."""
-    messages: dict[str, dict] = {}  # group -> message, in the order first needed
+    # (GROUP or CONNECTION, its name) -> message, in the order first needed
+    messages: dict[tuple[str, str], dict] = {}
     for notice in notices:
-        if isinstance(notice, PeerDisabledNotice):
-            messages.setdefault(peer_control_group(notice.address), {"type": DISCONNECT_TYPE})
+        if isinstance(notice, PeerDisabledNotice):  # to each connection itself: no group to join at sign-in
+            for name in notice.channel_names:
+                messages.setdefault((CONNECTION, name), {"type": DISCONNECT_TYPE})
             continue
         for address, role in notice.recipients:
-            message = messages.setdefault(peer_group(address), {"type": NOTIFY_TYPE, "frames": []})
+            message = messages.setdefault((GROUP, peer_group(address)), {"type": NOTIFY_TYPE, "frames": []})
             message["frames"].append(notification_frame(notice, role))
     loop = server_loop()
     if loop is None:  # admin, commands, tests: no server loop to hand over to
@@ -56,18 +55,18 @@ def publish(notices: list) -> None:
 _sending: set[asyncio.Task] = set()  # strong references until done (the loop keeps only weak ones)
 
 
-def _start_sending(messages: dict[str, dict]) -> None:
+def _start_sending(messages: dict[tuple[str, str], dict]) -> None:
     task = asyncio.get_running_loop().create_task(_send(messages))
     _sending.add(task)
     task.add_done_callback(_sending.discard)
 
 
-async def _send(messages: dict[str, dict]) -> None:
+async def _send(messages: dict[tuple[str, str], dict]) -> None:
     layer = get_channel_layer()
     failed = 0
-    for group, message in messages.items():
+    for (kind, name), message in messages.items():
         try:
-            await layer.group_send(group, message)
+            await (layer.group_send if kind == GROUP else layer.send)(name, message)
         except Exception:  # the state committed: a layer outage costs notifications, never the request
             failed += len(message.get("frames", ())) or 1
     if failed:

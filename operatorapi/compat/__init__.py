@@ -9,13 +9,14 @@ shim when Django starts, so a server, a worker and a command all check.
 - ``event_loop``: asgiref's thread-local reference to the server's event loop (the outbox hands frames to it).
 - ``redis_pubsub``: channels-redis' pub/sub layer, made to ride out a Redis outage.
 - ``pool_check``: psycopg_pool's check of a connection it hands out, made to cost no round trip.
+- ``autobahn_debug``: Autobahn's debug line of each new connection, formatted only if written.
 """
 from importlib.metadata import version
 
 from django.core.exceptions import ImproperlyConfigured
 
 SHIMS = ("operatorapi.compat.on_commit", "operatorapi.compat.event_loop", "operatorapi.compat.redis_pubsub",
-         "operatorapi.compat.pool_check")
+         "operatorapi.compat.pool_check", "operatorapi.compat.autobahn_debug")
 
 
 def require(distribution: str, line: str) -> str:
