@@ -6,9 +6,9 @@ and its Python competed with the event loop's for the interpreter lock: 3 ms in 
 
 A server has one event loop for its life; tests start one per test, and async connections belong to the loop that
 opened them, so each loop has its own pool, opened when first used; ``close`` closes the running loop's (the test
-fixtures call it). The connections take Django's parameters for the database (its name, its adapters, the prepare
-threshold that lets the trade path prepare its statements) in autocommit: the trade path sends its own BEGIN and
-COMMIT (channels_app/pipeline.py), as it does on Django's connections.
+fixtures call it). A pool that failed to open (the database unreachable) is not kept: the next request tries again.
+The connections take Django's parameters for the database (its name, its adapters), in autocommit: the trade path
+sends its own BEGIN and COMMIT (channels_app/pipeline.py), as it does on Django's connections.
 """
 import asyncio
 
@@ -33,15 +33,25 @@ async def _open() -> AsyncConnectionPool:
     pool = AsyncConnectionPool(kwargs={**params, "autocommit": True}, min_size=1,
                                max_size=sizes.get("max_size", 10), timeout=sizes.get("timeout", 30),
                                check=acheck_without_round_trip, name="trade-path", open=False)
-    await pool.open(wait=True)  # its first connection made before anyone asks (no second one opened meanwhile)
+    try:
+        await pool.open(wait=True)  # its first connection made before anyone asks (no second one opened meanwhile)
+    except BaseException:
+        await pool.close()  # its workers would go on trying to connect
+        raise
     return pool
+
+
+def _failed(opening: asyncio.Task) -> bool:
+    return opening.done() and (opening.cancelled() or opening.exception() is not None)
 
 
 async def pool() -> AsyncConnectionPool:
     """The running loop's pool, opened on first use."""
     loop = asyncio.get_running_loop()
     opening = _pools.get(loop)
-    if opening is None:  # the first caller opens it; those arriving meanwhile wait for the same opening
+    if opening is None or _failed(opening):
+        # the first caller opens it (or opens it again after a failed opening); those arriving meanwhile wait for
+        # the same opening
         opening = _pools[loop] = loop.create_task(_open())
     return await asyncio.shield(opening) if not opening.done() else opening.result()
 
@@ -49,5 +59,5 @@ async def pool() -> AsyncConnectionPool:
 async def close() -> None:
     """Close the running loop's pool, if it has one (tests: before their loop ends)."""
     opening = _pools.pop(asyncio.get_running_loop(), None)
-    if opening is not None:
+    if opening is not None and not _failed(opening):  # a failed opening closed what it had opened
         await (await opening).close()

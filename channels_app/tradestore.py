@@ -25,8 +25,8 @@ through the fields' own adapters; the ORM stays for everything off this path.
 import json
 import logging
 from dataclasses import dataclass
-from functools import cache
 from decimal import Decimal
+from functools import cache
 from typing import NamedTuple
 
 import psycopg
@@ -81,13 +81,14 @@ INSERT = Prepared("trade_insert", (
     "FROM generate_series(1, %s::int) AS k), "
     f"new_positions AS (INSERT INTO {POSITION} (id, channel_id, market, status, quantity, cost, realized_pnl, "
     "last_price, opened_at, updated_at) SELECT ids.id, %s::bigint, v.market, v.status, v.quantity, v.cost, "
-    f"v.realized_pnl, v.last_price, %s::timestamptz, %s::timestamptz FROM json_to_recordset(%s::json) AS v(k int, market text, status text, {_BOOK_COLUMNS}) "
-    "JOIN ids USING (k)), "
+    "v.realized_pnl, v.last_price, %s::timestamptz, %s::timestamptz FROM json_to_recordset(%s::json) AS "
+    f"v(k int, market text, status text, {_BOOK_COLUMNS}) JOIN ids USING (k)), "
     f"new_trades AS (INSERT INTO {TRADE} (channel_id, external_id, recorded_by_id, market, direction, "
     "initiator_direction, amount, price, executed_at, recorded_at, position_id) SELECT %s::bigint, v.external_id, "
     "%s::bigint, v.market, v.direction, v.initiator_direction, v.amount, v.price, v.executed_at, %s::timestamptz, "
-    "COALESCE(v.position_id, ids.id) FROM json_to_recordset(%s::json) AS v(n int, external_id text, market text, direction text, "
-    "initiator_direction text, amount numeric, price numeric, executed_at bigint, position_id bigint, new_k int) "
+    "COALESCE(v.position_id, ids.id) FROM json_to_recordset(%s::json) AS v(n int, external_id text, market text, "
+    "direction text, initiator_direction text, amount numeric, price numeric, executed_at bigint, position_id bigint, "
+    "new_k int) "
     "LEFT JOIN ids ON ids.k = v.new_k ORDER BY v.n) "
     "SELECT k, id FROM ids ORDER BY k"))
 UPDATE_CHANNEL = Prepared("trade_update_channel", (
@@ -272,7 +273,7 @@ class TradeSession:
             outbox.publish(list(self.held))  # committed: the notices, together (one layer message per peer)
         return False
 
-    def _run(self, statements: list[tuple[str, list]]) -> list[list[tuple] | None]:
+    def _run(self, statements: list[pipeline.Statement]) -> list[list[tuple] | None]:
         return pipeline.run(statements)
 
     def load(self, **request) -> Loaded:

@@ -108,3 +108,21 @@ async def test_the_trade_path_replaces_a_connection_dropped_too_recently_for_the
     view = (await bob.positions(channel_id))["ETH/USD"]
     assert (view["direction"], view["amount"]) == ("sell", "2")  # both trades, from bob's side
     assert (await aiodb.pool()).get_stats().get("connections_lost", 0) == 0  # found by the request, not the pool
+
+
+async def test_the_trade_path_opens_its_pool_again_after_a_failed_opening(pair, monkeypatch):
+    """The database unreachable at the first trade must not leave the process without a trade path: the failed
+    opening is not kept, and the next request opens the pool."""
+    alice, bob, channel_id = pair
+    await aiodb.close()
+    real_open = aiodb._open
+
+    async def unreachable():
+        raise psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(aiodb, "_open", unreachable)
+    reply = await alice.request("record_trade", trade(channel_id, external_id="while-down"))
+    assert reply["data"]["code"] == "internal_error", reply
+    monkeypatch.setattr(aiodb, "_open", real_open)  # the database is back
+    await alice.record(channel_id, external_id="after")
+    assert (await bob.positions(channel_id))["ETH/USD"]["amount"] == "1"

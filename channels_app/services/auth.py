@@ -152,8 +152,8 @@ PEER, CONNECTION = Peer._meta.db_table, PeerConnection._meta.db_table
 CREATE_PEER = pipeline.Prepared("admit_create_peer", (
     f"INSERT INTO {PEER} (address, name, url, is_disabled, created_at) VALUES (%s, '', '', false, %s) "
     "ON CONFLICT (address) DO NOTHING"))
-LOCK_PEER = pipeline.Prepared("admit_lock_peer",
-                              f"SELECT id, is_disabled, name, url, first_seen FROM {PEER} WHERE address = %s FOR UPDATE")
+LOCK_PEER = pipeline.Prepared(
+    "admit_lock_peer", f"SELECT id, is_disabled, name, url, first_seen FROM {PEER} WHERE address = %s FOR UPDATE")
 ADMIT = pipeline.Prepared("admit", (
     f"WITH p AS (SELECT id, is_disabled FROM {PEER} WHERE address = %s), "
     f"live AS (SELECT count(*) AS n FROM {CONNECTION} c, p WHERE c.peer_id = p.id AND c.expires_at > now() "
@@ -162,7 +162,8 @@ ADMIT = pipeline.Prepared("admit", (
     f"seen AS (UPDATE {PEER} SET first_seen = COALESCE(first_seen, %s), last_seen = %s "
     "WHERE id IN (SELECT id FROM ok) RETURNING id), "
     f"present AS (INSERT INTO {CONNECTION} (channel_name, peer_id, server, client_address, connected_at, expires_at) "
-    "SELECT %s::text, ok.id, %s::text, %s::text, %s::timestamptz, now() + make_interval(secs => %s) FROM ok WHERE %s::text <> '' "
+    "SELECT %s::text, ok.id, %s::text, %s::text, %s::timestamptz, now() + make_interval(secs => %s) FROM ok "
+    "WHERE %s::text <> '' "
     "ON CONFLICT (channel_name) DO UPDATE SET peer_id = EXCLUDED.peer_id, server = EXCLUDED.server, "
     "client_address = EXCLUDED.client_address, expires_at = EXCLUDED.expires_at RETURNING id) "
     "SELECT live.n, (SELECT count(*) FROM seen) FROM live"))
