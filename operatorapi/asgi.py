@@ -18,6 +18,7 @@ if _check_errors:
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from operatorapi import collector  # noqa: E402
 from operatorapi.compat import autobahn_debug  # noqa: E402
 from operatorapi.routing import websocket_urlpatterns  # noqa: E402
 from operatorapi.security import origin_validator  # noqa: E402
@@ -32,3 +33,4 @@ application = ShutdownMiddleware(WorkerMiddleware(ProtocolTypeRouter(
         "websocket": origin_validator(URLRouter(websocket_urlpatterns)),
     }
 )))
+collector.tune()  # last: what the application holds from here on is never scanned again

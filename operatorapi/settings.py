@@ -125,6 +125,9 @@ DB_THREADS = env.int("DB_THREADS", default=1 if DATABASES["default"]["ENGINE"].e
 # The trade path on the event loop with psycopg's async connections (channels_app/aiodb.py), PostgreSQL only; off:
 # on the channel's database thread like every other request (the same statements; for comparison).
 TRADES_ON_EVENT_LOOP = env.bool("TRADES_ON_EVENT_LOOP", default=True)
+# The server's garbage collector (operatorapi/collector.py): the youngest generation collected every so many
+# allocations, the start-up heap frozen; 0 leaves Python's defaults.
+GC_GEN0_THRESHOLD = env.int("GC_GEN0_THRESHOLD", default=50_000)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer ------------------------------------------------------------------------------------------
