@@ -49,7 +49,7 @@ def apply_trade(book: Book, direction: str, amount: Decimal, price: Decimal) -> 
     signed = amount if direction == BUY else MONEY.minus(amount)
     quantity, cost, realized = book.quantity, book.cost, book.realized_pnl
     if quantity == 0 or (quantity > 0) == (signed > 0):
-        return book._replace(quantity=MONEY.add(quantity, signed), cost=MONEY.add(cost, MONEY.multiply(amount, price)))
+        return Book(MONEY.add(quantity, signed), MONEY.add(cost, MONEY.multiply(amount, price)), realized)
     held = MONEY.abs(quantity)
     closed = min(held, amount)
     released = cost if closed == held else divide(MONEY.multiply(cost, closed), held)

@@ -177,7 +177,7 @@ class Position(models.Model):
 
     @property
     def book(self) -> Book:
-        return Book(quantity=self.quantity, cost=self.cost, realized_pnl=self.realized_pnl)
+        return Book(self.quantity, self.cost, self.realized_pnl)
 
     def set_book(self, book: Book) -> None:
         self.quantity, self.cost, self.realized_pnl = book.quantity, book.cost, book.realized_pnl

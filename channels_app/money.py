@@ -23,6 +23,7 @@ INPUT_SIGNIFICANT_DIGITS = 40
 _QUANTUM = Decimal(1).scaleb(-DERIVED_PLACES)
 DECIMAL_RE = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 ZERO = Decimal(0)
+_SHORT = min(INPUT_PLACES + 2, INPUT_SIGNIFICANT_DIGITS)
 
 
 class DecimalInputError(ValueError):
@@ -36,12 +37,14 @@ def parse_amount(text: str, *, positive: bool = True) -> Decimal:
     # Counted on the text, before any arithmetic: a string of any length is refused as such, never rounded (a
     # Decimal of more than MONEY's precision would raise Inexact). Trailing zeros after the point do not count
     # (docs/protocol.md section 10: "1.50000000000000000000" is 1.5), nor do leading zeros.
-    integer, _, fraction = text.lstrip("-").partition(".")
-    fraction = fraction.rstrip("0")
-    if len(fraction) > INPUT_PLACES:
-        raise DecimalInputError(f"has more than {INPUT_PLACES} digits after the point")
-    if len((integer + fraction).lstrip("0")) > INPUT_SIGNIFICANT_DIGITS:
-        raise DecimalInputError(f"has more than {INPUT_SIGNIFICANT_DIGITS} significant digits")
+    # A text this short cannot break either limit (at most 18 digits after "0.", 20 digits in all): the usual case.
+    if len(text) > _SHORT:
+        integer, _, fraction = text.lstrip("-").partition(".")
+        fraction = fraction.rstrip("0")
+        if len(fraction) > INPUT_PLACES:
+            raise DecimalInputError(f"has more than {INPUT_PLACES} digits after the point")
+        if len((integer + fraction).lstrip("0")) > INPUT_SIGNIFICANT_DIGITS:
+            raise DecimalInputError(f"has more than {INPUT_SIGNIFICANT_DIGITS} significant digits")
     value = Decimal(text)
     if positive and value <= 0:
         raise DecimalInputError("must be greater than zero")
@@ -55,11 +58,13 @@ def fmt(value: Decimal) -> str:
     return format(value.normalize(MONEY), "f")
 
 
+_ROUNDING = MONEY.copy()  # MONEY without the Inexact trap, for ``divide`` only
+_ROUNDING.traps[decimal.Inexact] = False
+
+
 def divide(numerator: Decimal, denominator: Decimal) -> Decimal:
     """The one inexact operation (average cost): rounded half-even to 36 places, documented in docs/protocol.md."""
-    ctx = MONEY.copy()
-    ctx.traps[decimal.Inexact] = False
-    return ctx.divide(numerator, denominator).quantize(_QUANTUM, context=ctx)
+    return _ROUNDING.divide(numerator, denominator).quantize(_QUANTUM, context=_ROUNDING)
 
 
 class ExactDecimalField(models.Field):

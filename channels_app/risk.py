@@ -65,11 +65,17 @@ def maintenance_rate() -> Decimal:
     return parse_rate(settings.MARGIN_MAINTENANCE_RATE)
 
 
-def zone_of(balance: Decimal, deposit: Decimal, rate: Decimal) -> MarginZone:
+def floors(deposit: Decimal, rate: Decimal) -> tuple[Decimal, Decimal]:
+    """(orange, green): the lowest balance in each zone above red, on a channel with ``deposit``."""
     maintenance = MONEY.multiply(deposit, rate)
-    if balance >= MONEY.add(maintenance, maintenance):
+    return maintenance, MONEY.add(maintenance, maintenance)
+
+
+def zone_of(balance: Decimal, deposit: Decimal, rate: Decimal) -> MarginZone:
+    orange, green = floors(deposit, rate)
+    if balance >= green:
         return MarginZone.GREEN
-    if balance >= maintenance:
+    if balance >= orange:
         return MarginZone.ORANGE
     return MarginZone.RED
 

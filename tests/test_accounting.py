@@ -109,3 +109,26 @@ def test_a_trade_reduces_a_position_only_when_it_shrinks_it_without_flipping(bef
 def test_a_maintenance_rate_outside_0_to_half_is_refused(text):
     with pytest.raises(ValueError):
         risk.parse_rate(text)
+
+
+def _within_limits(text: str) -> bool:
+    """docs/protocol.md section 10, counted the long way: places and significant digits without trailing zeros after
+    the point or leading zeros."""
+    integer, _, fraction = text.lstrip("-").partition(".")
+    fraction = fraction.rstrip("0")
+    return len(fraction) <= 18 and len((integer + fraction).lstrip("0")) <= 40
+
+
+@settings(max_examples=500, deadline=None)
+@given(integer=st.text("0123456789", min_size=1, max_size=42), fraction=st.text("0123456789", max_size=24))
+def test_parse_amount_limits_hold_at_every_length(integer, fraction):
+    """The short-text path and the counted one agree: lengths around 20 characters (where parsing skips the
+    counting) and around the limits are all drawn."""
+    text = integer + ("." + fraction if fraction else "")
+    value = Decimal(text)
+    try:
+        parsed = parse_amount(text)
+    except ValueError:
+        assert not _within_limits(text) or value <= 0
+    else:
+        assert _within_limits(text) and value > 0 and parsed == value

@@ -111,8 +111,10 @@ def decide(*, channel: Channel, fresh: list[tuple[int, TradeInput, str]], positi
     newly_closed = ZERO  # realized PnL of the positions this request closes
     before = after = valuation.margins(deposit=channel.margin_deposit, initiator_pnl=pnl)
     rate = risk.maintenance_rate()
+    green = risk.floors(channel.margin_deposit, rate)[1]  # both balances at least this: both green
     open_by_market = {p.market: p for p in positions if p.status == PositionStatus.OPEN}
     touched: dict[int, Position] = {}  # id() -> position changed by this request, in order
+    worth: dict[int, tuple[Decimal, Decimal]] = {}  # id() -> (mark, PnL) after this request's last trade on it
     new_trades = []
     for index, item, initiator_direction in fresh:
         position = open_by_market.get(item.market)
@@ -121,19 +123,24 @@ def decide(*, channel: Channel, fresh: list[tuple[int, TradeInput, str]], positi
                                                               last_price=item.price)
         balances_before = after  # the rules apply as if the items were recorded one by one
         book_before = position.book
-        pnl = MONEY.subtract(pnl, accounting.total_pnl(book_before, valuation.position_mark(position, marks)))
+        mark = valuation.position_mark(position, marks)
+        known = worth.get(id(position))  # its PnL at this mark, if this request's previous trade computed it
+        pnl = MONEY.subtract(pnl, known[1] if known and known[0] == mark else accounting.total_pnl(book_before, mark))
         book = accounting.apply_trade(book_before, initiator_direction, item.amount, item.price)
         position.set_book(book)
         position.last_price = item.price
-        pnl = MONEY.add(pnl, accounting.total_pnl(book, valuation.position_mark(position, marks)))
+        mark = valuation.position_mark(position, marks)
+        position_pnl = accounting.total_pnl(book, mark)
+        worth[id(position)] = mark, position_pnl
+        pnl = MONEY.add(pnl, position_pnl)
         if book.is_flat:  # closed for good: its realized PnL joins the channel's closed total
             move(position, PositionStatus.CLOSED, table=POSITION_TRANSITIONS)
             newly_closed = MONEY.add(newly_closed, position.realized_pnl)
             del open_by_market[item.market]
         after = valuation.margins(deposit=channel.margin_deposit, initiator_pnl=pnl)
         if not risk.reduces(book_before.quantity, book.quantity):
-            zones_before = risk.zones(balances_before, channel.margin_deposit, rate)
-            if zones_before.worst != risk.MarginZone.GREEN:
+            if min(balances_before) < green:
+                zones_before = risk.zones(balances_before, channel.margin_deposit, rate)
                 raise DomainError(Code.MARGIN_CALL, _margin_call_sentence(zones_before, balances_before), item=index)
             if min(after) < 0:
                 raise DomainError(Code.MARGIN_EXCEEDED, "this trade would leave a margin balance below zero "
