@@ -138,8 +138,7 @@ class TradeFields(Schema):
     executed_at: Annotated[Int64, AfterValidator(_not_in_future)]
 
     def to_domain(self) -> TradeInput:
-        return TradeInput(external_id=self.external_id, market=self.market, direction=self.direction,
-                          amount=self.amount, price=self.price, executed_at=self.executed_at)
+        return TradeInput(self.external_id, self.market, self.direction, self.amount, self.price, self.executed_at)
 
 
 class RecordTradeData(TradeFields):

@@ -1,5 +1,4 @@
 """Two writers on one channel: the channel row lock serializes trade, position and margin (protocol.md section 5)."""
-import dataclasses
 import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +45,7 @@ def test_concurrent_trades_and_replays_on_one_channel_are_all_stored_once_and_po
         peer = alice if (i // 40) % 2 == 0 else bob
         d = data(i)
         if peer is bob:
-            d = dataclasses.replace(d, direction=accounting.opposite(d.direction))
+            d = d._replace(direction=accounting.opposite(d.direction))
         try:
             return record_trade(peer=peer, channel_id=channel.channel_id, trade=d).replayed[0]
         except DomainError as exc:

@@ -8,6 +8,7 @@ would leave a balance below zero.
 """
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from channels_app import accounting, risk, valuation
 from channels_app.errors import Code, DomainError, channel_not_found
@@ -28,9 +29,9 @@ from channels_app.tradestore import AsyncTradeSession, NewTrade, StoredTrade, Tr
 from channels_app.values import Margins
 
 
-@dataclass(frozen=True)
-class TradeInput:
-    """One execution as the reporting party saw it (``direction`` from its own side); amounts already exact."""
+class TradeInput(NamedTuple):
+    """One execution as the reporting party saw it (``direction`` from its own side); amounts already exact. A named
+    tuple: a batch makes thousands, and a frozen dataclass took three times as long to make."""
 
     external_id: str
     market: str
