@@ -4,7 +4,12 @@ Handlers are a line or two each: the rules live in the domain's services (writes
 call on the database thread of the channel (``operatorapi.dbthreads``), so the reply goes out only after the state
 change committed. A domain refusal (``DomainError``) becomes an ``error`` frame with its wire code
 (``operatorapi.errors``); replies are built by ``operatorapi.payloads``.
-Requests on one connection are handled in order (Channels dispatches one message at a time per consumer).
+Requests on one connection are handled one at a time, in the order they arrived, by the connection's own request
+task (``handle_requests``), beside Channels' dispatch rather than in it: Channels hands a consumer its next message
+from the channel layer only once the message at hand is done, one per turn, so on a connection that kept a request
+in flight its notifications fell ever further behind (bench/RESULTS.md). Notifications that arrive while a request
+is being handled are held and sent right after its reply: the reply first, then the notifications, in the order
+they came.
 """
 import asyncio
 import json
@@ -35,9 +40,11 @@ logger = logging.getLogger(__name__)
 request_log = logging.getLogger("operatorapi.requests")  # one line per request
 
 NO_REPLY = object()  # a handler that answers nothing (subscribe_notifications) or has answered itself
+END_OF_FRAMES = object()  # queued by ``disconnect``: the request task handles what came before, then ends
 CLOSE_AUTH_FAILED = 4403
 CLOSE_RATE_LIMITED = 4429  # also: connection limit reached, authentication locked out
 CLOSE_AUTH_TIMEOUT = 4408
+CLOSE_INTERNAL_ERROR = 1011
 
 
 def _reject_constant(name: str):
@@ -49,11 +56,14 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
     challenge: auth.Challenge | None = None
     auth_failures = 0
     subscription_reqid: int | None = None
-    handling = False  # a request is being handled (graceful shutdown closes after its reply)
+    handling = False  # a request is being handled (graceful shutdown closes after its reply; notifications wait)
     going_away = False  # closed for shutdown: frames still arriving are not processed
 
     # --- connection lifecycle -------------------------------------------------------------------------------
     async def connect(self):
+        self.frames: asyncio.Queue = asyncio.Queue()  # received, not handled yet (``handle_requests``)
+        self.held: list[dict] = []  # notification frames waiting for the reply at hand
+        self.requests = asyncio.ensure_future(self.handle_requests())
         self.bucket = TokenBucket(settings.RATE_LIMIT_PER_SECOND, settings.RATE_LIMIT_BURST)
         self.auth_timer = asyncio.get_running_loop().call_later(
             settings.AUTH_TIMEOUT_SECONDS, lambda: asyncio.ensure_future(self.close_unauthenticated())
@@ -72,6 +82,8 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code):
         self.auth_timer.cancel()
+        self.frames.put_nowait(END_OF_FRAMES)  # frames received before the close are handled first, as before it
+        await self.requests
         try:
             if self.peer is None:
                 return
@@ -108,15 +120,29 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
         return json.dumps(content, separators=(",", ":"), ensure_ascii=False)
 
     async def receive(self, text_data=None, bytes_data=None):
-        if self.going_away:  # sent after our close: not processed, so not half done
-            return
-        self.handling = True
-        try:
-            await self.handle_frame(text_data)
-        finally:
-            self.handling = False
-        if shutdown.draining():
-            await self.go_away_if_idle()
+        if not self.going_away:  # sent after our close: not processed, so not half done
+            self.frames.put_nowait(text_data)
+
+    async def handle_requests(self) -> None:
+        """The connection's request task: each frame in turn, then its held notifications (see the module's
+        docstring); ends at ``END_OF_FRAMES``."""
+        while (text_data := await self.frames.get()) is not END_OF_FRAMES:
+            if self.going_away:
+                continue
+            self.handling = True
+            try:
+                await self.handle_frame(text_data)
+            except Exception:  # handle_frame answers every failure itself; this is a bug: nothing may hang
+                logger.exception("the request task failed; closing the connection")
+                await self.close(code=CLOSE_INTERNAL_ERROR)
+            finally:
+                while self.held:  # what arrives meanwhile joins the list: the order holds
+                    frames, self.held = self.held, []
+                    for frame in frames:
+                        await self.send_json(frame)
+                self.handling = False
+            if shutdown.draining():
+                await self.go_away_if_idle()
 
     async def handle_frame(self, text_data: str | None) -> None:
         started = time.perf_counter()
@@ -338,7 +364,14 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
         await self.close(code=CLOSE_AUTH_FAILED)
 
     async def notify(self, message):
-        """A transaction's notifications for this peer (operatorapi.publisher), in order."""
-        if self.subscription_reqid is not None:
-            for frame in message["frames"]:
-                await self.send_json({"event": frame["event"], "reqid": self.subscription_reqid, "data": frame["data"]})
+        """A transaction's notifications for this peer (operatorapi.publisher), in order; held while a request is
+        being handled, so that its reply goes first."""
+        if self.subscription_reqid is None:
+            return
+        frames = [{"event": frame["event"], "reqid": self.subscription_reqid, "data": frame["data"]}
+                  for frame in message["frames"]]
+        if self.handling:
+            self.held.extend(frames)
+            return
+        for frame in frames:
+            await self.send_json(frame)

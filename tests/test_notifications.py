@@ -1,8 +1,11 @@
 """docs/protocol.md section 6: notifications go to every subscribed connection of a party, and only to them."""
 import asyncio
 import os
+import threading
 
 import pytest
+
+from tests.client import SUBSCRIPTION_REQID
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,3 +45,40 @@ async def test_a_subscriber_idle_longer_than_redis_timeouts_still_gets_its_notif
     await alice.record(channel_id, external_id="late", amount="1", price="10")
     note = await bob.notification("position_notification", timeout=5)
     assert note["data"]["market"] == "ETH/USD"
+
+
+async def test_notifications_that_arrive_during_a_request_follow_its_reply_all_of_them(pair):
+    """A connection that keeps requests coming still hears everything at once: the notifications that arrive while
+    one of its requests waits go out right after that request's reply, all of them, before the next request is
+    answered. (Channels hands a consumer one channel-layer message per request it handles: a busy connection's
+    notifications used to fall ever further behind, bench/RESULTS.md.)"""
+    from asgiref.sync import sync_to_async
+
+    from channels_app import outbox, selectors
+    from channels_app.models import Channel
+    from channels_app.notices import ChannelNotice, StreamAction
+    from operatorapi.dbthreads import on_thread_of
+
+    alice, bob, channel_id = pair
+
+    def news():
+        return ChannelNotice(StreamAction.MARGIN_UPDATED,
+                             selectors.channel_view(Channel.objects.get(channel_id=channel_id)))
+
+    notice = await sync_to_async(news, thread_sensitive=False)()
+    gate = threading.Event()
+    held = asyncio.ensure_future(on_thread_of(channel_id, gate.wait)())  # the thread that serves alice's request
+    try:
+        first = await alice.send("positions", {"channel_id": channel_id})  # waits for that thread
+        later = [await alice.send("positions", {"channel_id": channel_id}) for _ in range(2)]
+        for _ in range(5):  # five transactions' worth of news, while alice's request waits
+            outbox.publish([notice])
+        await asyncio.sleep(0.5)  # delivered to alice's consumer meanwhile
+    finally:
+        gate.set()
+        await held
+    frames = [await alice.recv() for _ in range(8)]
+    assert [(f["event"], f["reqid"]) for f in frames] == [
+        ("positions", first), *[("stream_notification", SUBSCRIPTION_REQID)] * 5,
+        *[("positions", reqid) for reqid in later]]
+    assert all(f["data"]["action"] == "marginUpdated" for f in frames[1:6])
