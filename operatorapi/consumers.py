@@ -60,6 +60,14 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
     going_away = False  # closed for shutdown: frames still arriving are not processed
 
     # --- connection lifecycle -------------------------------------------------------------------------------
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:  # cancelled (the server gave up on it) rather than ended by ``disconnect``: its requests too
+            requests = getattr(self, "requests", None)
+            if requests is not None and not requests.done():
+                requests.cancel()
+
     async def connect(self):
         self.frames: asyncio.Queue = asyncio.Queue()  # received, not handled yet (``handle_requests``)
         self.held: list[dict] = []  # notification frames waiting for the reply at hand
