@@ -279,7 +279,7 @@ async def run_share(scenario: str, urls: list[str], pairs: list[int], duration: 
     await asyncio.gather(*loops)
     elapsed = time.perf_counter() - started
 
-    delivered = None
+    delivered = heard_after = None
     if scenario in ("record_trade", "record_trades", "ceiling"):
         # every recorded trade must reach both parties (one position_notification per trade; a batch announces
         # each touched position once, so there only "at least one per batch" can be checked)
@@ -290,9 +290,12 @@ async def run_share(scenario: str, urls: list[str], pairs: list[int], duration: 
         while time.monotonic() < deadline and any(c.positions_heard < expected[id(c)] for c in conns):
             await asyncio.sleep(0.05)
         delivered = all(c.positions_heard >= expected[id(c)] for c in conns)
+        # how long after the last reply the last notification came: a backlog shows here, not in "delivered"
+        heard_after = time.perf_counter() - (started + elapsed) if delivered else None
     for conn in conns:
         await conn.close()
-    return {"done": done, "elapsed": elapsed, "latencies": latencies, "delivered": delivered}
+    return {"done": done, "elapsed": elapsed, "latencies": latencies, "delivered": delivered,
+            "heard_after": heard_after if delivered else None}
 
 
 def worker(scenario, urls, pairs, duration, batch, barrier, queue):
@@ -333,6 +336,8 @@ def run_point(scenario, urls, pairs: int, duration: float, batch: int, client_pr
         "p50_ms": round(percentile(latencies, 0.50) * 1000, 2), "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
         "max_ms": round(max(latencies) * 1000, 2) if latencies else None,
         "notifications_delivered": all(delivered) if delivered else None,
+        "notifications_heard_after_ms": (round(max(p["heard_after"] for p in parts) * 1000, 1)
+                                         if delivered and all(delivered) else None),
     }
 
 
@@ -439,7 +444,10 @@ def main(argv=None):
                     print(f"{scenario:>14} {point['connections']:>3} conn: {point['rate']:>9.1f}/s  "
                           f"p50 {point['p50_ms']:>7.2f} ms{server}  p99 {point['p99_ms']:>7.2f} ms"
                           + ("" if point["notifications_delivered"] is None else
-                             f"  notified both: {point['notifications_delivered']}"), flush=True)
+                             f"  notified both: {point['notifications_delivered']}")
+                          + ("" if point.get("notifications_heard_after_ms") is None else
+                             f" (last {point['notifications_heard_after_ms']:.0f} ms after the last reply)"),
+                          flush=True)
     echo = {p["pairs"]: p["rate"] for p in points if p["scenario"] == "echo"}
     for point in points:
         if point["scenario"] != "echo" and point["pairs"] in echo:

@@ -8,6 +8,7 @@ sign-in: that was two Redis round trips per authentication).
 """
 import asyncio
 import logging
+import weakref
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -43,31 +44,65 @@ def publish(notices: list) -> None:
             message["frames"].append(notification_frame(notice, role))
     loop = server_loop()
     if loop is None:  # admin, commands, tests: no server loop to hand over to
-        async_to_sync(_send)(messages)
+        async_to_sync(_send)(list(messages.items()))
         return
     # On the server: hand the messages to the event loop and return, so the database thread is free at once (on
     # the loop itself, the reply goes out before they do). Order holds: a channel's transactions run on one thread,
-    # or on the loop one at a time (``dbthreads.in_turn``), so their outboxes arrive in commit order, and the loop
-    # starts them in that order.
-    loop.call_soon_threadsafe(_start_sending, messages)
+    # or on the loop one at a time (``dbthreads.in_turn``), so their outboxes arrive in commit order, and the loop's
+    # one sender sends them in that order.
+    loop.call_soon_threadsafe(_hand_over, messages)
 
 
-_sending: set[asyncio.Task] = set()  # strong references until done (the loop keeps only weak ones)
+class _Sender:
+    """A loop's one sender: what was handed over meanwhile goes out together, in order (``_send``). One send at a
+    time per transaction was one Redis round trip per recipient, each behind channels-redis' one lock: at a thousand
+    trades a second they fell behind for good (bench/RESULTS.md)."""
 
+    def __init__(self):
+        self.pending: list[tuple[tuple[str, str], dict]] = []
+        self.task: asyncio.Task | None = None
 
-def _start_sending(messages: dict[tuple[str, str], dict]) -> None:
-    task = asyncio.get_running_loop().create_task(_send(messages))
-    _sending.add(task)
-    task.add_done_callback(_sending.discard)
+    def hand_over(self, messages: dict) -> None:
+        self.pending.extend(messages.items())
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self.run())
 
-
-async def _send(messages: dict[tuple[str, str], dict]) -> None:
-    layer = get_channel_layer()
-    failed = 0
-    for (kind, name), message in messages.items():
+    async def run(self) -> None:
         try:
-            await (layer.group_send if kind == GROUP else layer.send)(name, message)
+            while self.pending:
+                batch, self.pending = self.pending, []
+                await _send(batch)
+        finally:
+            self.task = None
+
+
+_senders: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sender]" = weakref.WeakKeyDictionary()
+
+
+def _hand_over(messages: dict) -> None:
+    loop = asyncio.get_running_loop()
+    sender = _senders.get(loop)
+    if sender is None:
+        sender = _senders[loop] = _Sender()
+    sender.hand_over(messages)
+
+
+async def _send(batch: list[tuple[tuple[str, str], dict]]) -> None:
+    """``batch`` ((GROUP or CONNECTION, name), message) sent in order: in one round trip where the layer can
+    (``send_many``, operatorapi/compat/redis_pubsub.py), else one by one."""
+    layer = get_channel_layer()
+    send_many = getattr(layer, "send_many", None)
+    failed = 0
+    if send_many is not None:
+        try:
+            await send_many([(kind == GROUP, name, message) for (kind, name), message in batch])
         except Exception:  # the state committed: a layer outage costs notifications, never the request
-            failed += len(message.get("frames", ())) or 1
+            failed = sum(len(message.get("frames", ())) or 1 for _, message in batch)
+    else:
+        for (kind, name), message in batch:
+            try:
+                await (layer.group_send if kind == GROUP else layer.send)(name, message)
+            except Exception:
+                failed += len(message.get("frames", ())) or 1
     if failed:
         logger.warning("channel layer unavailable: %d notification(s) not delivered", failed)
