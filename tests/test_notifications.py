@@ -82,3 +82,23 @@ async def test_notifications_that_arrive_during_a_request_follow_its_reply_all_o
         ("positions", first), *[("stream_notification", SUBSCRIPTION_REQID)] * 5,
         *[("positions", reqid) for reqid in later]]
     assert all(f["data"]["action"] == "marginUpdated" for f in frames[1:6])
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="send_many is the Redis layer's (operatorapi/compat)")
+async def test_the_redis_layer_sends_many_messages_in_order_in_one_call(channel_layer):
+    """What the publisher hands the Redis layer at once (operatorapi.publisher): groups and single channels, every
+    message delivered, each recipient's in the order given."""
+    first, second = await channel_layer.new_channel(), await channel_layer.new_channel()
+    await channel_layer.group_add("peer.test-a", first)
+    await channel_layer.group_add("peer.test-b", second)
+    messages = []
+    for n in range(150):
+        messages.append((True, "peer.test-a", {"type": "notify", "n": n}))
+        messages.append((True, "peer.test-b", {"type": "notify", "n": n}))
+    messages.append((False, first, {"type": "peer_disabled"}))
+    await channel_layer.send_many(messages)
+    heard_first = [await asyncio.wait_for(channel_layer.receive(first), 3) for _ in range(151)]
+    heard_second = [await asyncio.wait_for(channel_layer.receive(second), 3) for _ in range(150)]
+    assert [m.get("n") for m in heard_first] == [*range(150), None]
+    assert heard_first[-1]["type"] == "peer_disabled"
+    assert [m["n"] for m in heard_second] == list(range(150))
