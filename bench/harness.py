@@ -295,7 +295,7 @@ async def run_share(scenario: str, urls: list[str], pairs: list[int], duration: 
     for conn in conns:
         await conn.close()
     return {"done": done, "elapsed": elapsed, "latencies": latencies, "delivered": delivered,
-            "heard_after": heard_after if delivered else None}
+            "heard_after": heard_after}
 
 
 def worker(scenario, urls, pairs, duration, batch, barrier, queue):

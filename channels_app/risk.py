@@ -72,7 +72,10 @@ def floors(deposit: Decimal, rate: Decimal) -> tuple[Decimal, Decimal]:
 
 
 def zone_of(balance: Decimal, deposit: Decimal, rate: Decimal) -> MarginZone:
-    orange, green = floors(deposit, rate)
+    return _zone(balance, *floors(deposit, rate))
+
+
+def _zone(balance: Decimal, orange: Decimal, green: Decimal) -> MarginZone:
     if balance >= green:
         return MarginZone.GREEN
     if balance >= orange:
@@ -81,9 +84,9 @@ def zone_of(balance: Decimal, deposit: Decimal, rate: Decimal) -> MarginZone:
 
 
 def zones(balances, deposit: Decimal, rate: Decimal | None = None) -> Zones:
-    """The zones of ``balances`` (``Margins``) on a channel with ``deposit``."""
-    rate = maintenance_rate() if rate is None else rate
-    return Zones(zone_of(balances.initiator, deposit, rate), zone_of(balances.responder, deposit, rate))
+    """The zones of ``balances`` (``Margins``) on a channel with ``deposit`` (its floors computed once)."""
+    orange, green = floors(deposit, maintenance_rate() if rate is None else rate)
+    return Zones(_zone(balances.initiator, orange, green), _zone(balances.responder, orange, green))
 
 
 def reduces(before: Decimal, after: Decimal) -> bool:
