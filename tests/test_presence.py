@@ -169,3 +169,28 @@ def test_the_heartbeat_ends_with_its_event_loop():
     first, second = asyncio.run(start()), asyncio.run(start())
     assert first is not second  # one per loop
     assert first.cancelled() and second.cancelled()
+
+
+async def test_a_closed_connection_gives_up_its_presence_without_a_hop_to_asgirefs_thread(connect, monkeypatch):
+    """Its presence row goes; Channels' own closing of Django's connections on the event loop's behalf (a hop to
+    asgiref's one sync thread, 3% of a handshake) is not made: the consumer's database calls run on the database
+    threads, which give their connections back themselves (operatorapi/dispatch.py)."""
+    import channels.db
+    import channels.generic.websocket
+
+    hops = []
+
+    async def counted():
+        hops.append(1)
+
+    for module in (channels.db, channels.generic.websocket):
+        monkeypatch.setattr(module, "aclose_old_connections", counted)
+    client = await connect()
+    assert await PeerConnection.objects.filter(peer__address=client.address).aexists()
+    await client.close()
+    for _ in range(50):
+        if not await PeerConnection.objects.acount():
+            break
+        await asyncio.sleep(0.05)
+    assert not await PeerConnection.objects.acount()
+    assert hops == []
