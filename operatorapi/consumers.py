@@ -233,8 +233,9 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
         if self.peer is not None:
             raise ProtocolError(ErrorCode.ALREADY_AUTHENTICATED, "this connection is already authenticated")
         outstanding, self.challenge = self.challenge, None  # single-use, whatever the outcome
+        checked = self.check_credentials(outstanding, frame)  # here, not on the database thread (no I/O)
         try:
-            self.peer = await on_thread_of(self.channel_name, self.sign_in)(outstanding, frame)
+            self.peer = await on_thread_of(self.channel_name, self.sign_in)(checked)
         except (ProtocolError, DomainError) as exc:
             if isinstance(exc, DomainError):
                 exc = ProtocolError.from_domain(exc)
@@ -252,16 +253,23 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
         self.auth_timer.cancel()
         await self.reply(reqid, Event.AUTHENTICATE)
 
-    def sign_in(self, outstanding: auth.Challenge | None, frame: dict):
-        """(database thread) The frame's credentials checked and the peer admitted; a malformed request counts as
-        a failed authentication too."""
+    @staticmethod
+    def check_credentials(outstanding: auth.Challenge | None, frame: dict) -> auth.Signature | ProtocolError:
+        """What the frame's credentials say, found without I/O: the signature's verdict, or why the request is too
+        malformed to check (``sign_in`` acts on either after the lock-out check)."""
         try:
             data = schemas.parse_data(Event.AUTHENTICATE, frame)
-        except ProtocolError:
+        except ProtocolError as exc:
+            return exc
+        return auth.Signature.check(outstanding=outstanding, challenge=data.challenge, signature=data.signature)
+
+    def sign_in(self, checked: auth.Signature | ProtocolError):
+        """(database thread) The peer admitted on the checked credentials; a malformed request counts as a failed
+        authentication too."""
+        if isinstance(checked, ProtocolError):
             auth.refuse(client_ip=self.client_ip)
-            raise
-        return auth.sign_in(outstanding=outstanding, challenge=data.challenge, signature=data.signature,
-                            client_ip=self.client_ip, channel_name=self.channel_name,
+            raise checked
+        return auth.sign_in(signature=checked, client_ip=self.client_ip, channel_name=self.channel_name,
                             client_address=self.client_address)
 
     async def close_unauthenticated(self):

@@ -148,3 +148,22 @@ async def test_the_operator_identity_comes_from_operator_private_key_when_set(co
         assert client.greeting[1]["data"]["address"] == key.address
     finally:
         operator_keys.cache_clear()
+
+
+async def test_the_signature_is_checked_on_the_event_loop_and_the_admission_on_a_database_thread(connect, monkeypatch):
+    """The hashing and recovery call into C a dozen times; on a database thread each call let the interpreter lock go
+    and took it back against the event loop (bench/RESULTS.md). The thread does the lock-out check and admission."""
+    import threading
+
+    from channels_app.services import auth
+
+    threads = {}
+    for name in ("recover_signer", "admit_peer"):
+        def recording(*args, _real=getattr(auth, name), _name=name, **kwargs):
+            threads[_name] = threading.current_thread()
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(auth, name, recording)
+    client = await connect(login=False)
+    await client.ok("authenticate", {"challenge": client.challenge, "signature": sign(client.account, client.challenge)})
+    assert threads["recover_signer"] is threading.main_thread()
+    assert threads["admit_peer"] is not threading.main_thread()

@@ -47,16 +47,35 @@ def recover_signer(*, outstanding: Challenge | None, challenge: str, signature: 
         raise DomainError(Code.INVALID_SIGNATURE, "signature does not recover to an address") from None
 
 
-def sign_in(*, outstanding: Challenge | None, challenge: str, signature: bytes, client_ip: str,
-            channel_name: str = "", client_address: str = "") -> Peer:
-    """An authentication as one unit: lock-out, the signature, admission.
+@dataclass(frozen=True)
+class Signature:
+    """What an authentication's signature says, found without I/O: the address it recovers to, or the refusal it
+    earned (``code``, ``message``). ``check`` runs on the event loop, beside the frames: on a database thread its
+    hashing and recovery (a dozen calls into C, each letting the interpreter lock go and taking it back) contended
+    with the event loop and cost 7-10% of a handshake (bench/RESULTS.md). ``sign_in`` acts on it after the lock-out
+    check, so a locked-out address is told so whatever it sent."""
+
+    address: str | None = None
+    refusal: tuple[Code, str] | None = None
+
+    @classmethod
+    def check(cls, *, outstanding: Challenge | None, challenge: str, signature: bytes) -> "Signature":
+        try:
+            return cls(address=recover_signer(outstanding=outstanding, challenge=challenge, signature=signature))
+        except DomainError as exc:
+            return cls(refusal=(exc.code, exc.message))
+
+
+def sign_in(*, signature: Signature, client_ip: str, channel_name: str = "", client_address: str = "") -> Peer:
+    """An authentication as one unit: lock-out, the signature's verdict (``Signature.check``), admission.
 
     Every refusal but the connection limit counts as a failed authentication of ``client_ip`` (``refuse``).
     """
     check_lockout(client_ip=client_ip)
     try:
-        address = recover_signer(outstanding=outstanding, challenge=challenge, signature=signature)
-        return admit_peer(address=address, channel_name=channel_name, client_address=client_address)
+        if signature.refusal is not None:
+            raise DomainError(*signature.refusal)
+        return admit_peer(address=signature.address, channel_name=channel_name, client_address=client_address)
     except DomainError as exc:
         if exc.code != Code.CONNECTION_LIMIT:
             _count_failure(client_ip)
