@@ -102,3 +102,29 @@ async def test_the_redis_layer_sends_many_messages_in_order_in_one_call(channel_
     assert [m.get("n") for m in heard_first] == [*range(150), None]
     assert heard_first[-1]["type"] == "peer_disabled"
     assert [m["n"] for m in heard_second] == list(range(150))
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="the inbox is the Redis layer's (operatorapi/compat)")
+async def test_on_redis_connections_come_and_go_without_subscribing_and_their_messages_still_arrive(connect):
+    """Each event loop subscribes one Redis channel for all its consumers (operatorapi/compat/redis_pubsub.py): a
+    connection's start and end send Redis nothing, and a message to a consumer's channel still reaches it (from the
+    back office's process: tests/test_admin.py, tests/e2e)."""
+    import redis.asyncio
+    from channels.layers import get_channel_layer
+
+    from channels_app.models import PeerConnection
+
+    watcher = redis.asyncio.from_url(os.environ["REDIS_URL"])
+    try:
+        before = await watcher.pubsub_channels()
+        clients = [await connect() for _ in range(4)]
+        await clients[0].close()
+        after = await watcher.pubsub_channels()
+        assert len(set(after) - set(before)) == 1  # this loop's inbox
+        name = (await PeerConnection.objects.aget(peer__address=clients[1].address)).channel_name
+        assert name.startswith((set(after) - set(before)).pop().decode() + "!")
+        await get_channel_layer().send(name, {"type": "peer_disabled"})
+        assert await clients[1].comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}
+        assert (await clients[2].ok("channels"))["data"] == {"channels": []}  # the others are untouched
+    finally:
+        await watcher.aclose()

@@ -11,9 +11,17 @@ second until Redis returns. Here:
 - new connections and ``subscribe_notifications`` keep working during the outage (requests never depend on Redis);
 - publishing still raises while Redis is down: the notification outbox logs what was lost and ``/healthz`` says 503;
 - the outage is logged once when it starts and once when it ends.
+
+And a consumer's own channel costs Redis nothing. The library subscribes a Redis channel for each consumer when it
+starts and unsubscribes it when it ends: two commands and their two confirmations a connection, 9% of the server's
+time in an authentication handshake (bench/RESULTS.md). Here each event loop subscribes one Redis channel, its
+*inbox*, once; a consumer's channel is ``<inbox>!<its own part>`` (Channels' form of a process-local name), a message
+to it is published to the inbox with the consumer's part in front, and the receiver hands it to that consumer's queue
+(a consumer that has gone drops it, as Redis did). Groups are as in the library.
 """
 import asyncio
 import logging
+import uuid
 
 from channels_redis import pubsub
 
@@ -67,6 +75,15 @@ class _OutageTolerantShard(pubsub.RedisSingleShardConnection):
             logger.warning("channel layer: Redis is back after %.1f s; %d subscription(s) renewed", outage,
                            len(self._subscribed_to))
 
+    def _receive_message(self, message):
+        if message is not None and message["channel"] in (self.channel_layer.inbox_bytes, self.channel_layer.inbox):
+            own, _, data = message["data"].partition(b"!")
+            queue = self.channel_layer.channels.get(self.channel_layer.inbox + "!" + own.decode())
+            if queue is not None:
+                queue.put_nowait(data)
+            return
+        super()._receive_message(message)
+
     async def _do_receiving(self):
         while True:
             try:
@@ -88,11 +105,49 @@ class _OutageTolerantLoopLayer(pubsub.RedisPubSubLoopLayer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._shards = [_OutageTolerantShard(shard.host, self) for shard in self._shards]
+        self.inbox = f"{self.prefix}specific.{uuid.uuid4().hex}"  # this loop's consumers' one Redis channel
+        self.inbox_bytes = self.inbox.encode()
+        self._inbox_subscribed: asyncio.Future | None = None
+
+    def published_as(self, channel: str, data: bytes) -> tuple[str, bytes]:
+        """The Redis channel and payload that carry ``data`` to ``channel``: a consumer's via its loop's inbox (on
+        whichever process or loop it is), any other as the library publishes it."""
+        inbox, local, own = channel.partition("!")
+        return (inbox, own.encode() + b"!" + data) if local else (channel, data)
+
+    async def new_channel(self, prefix="specific."):
+        if self._inbox_subscribed is None:  # the first consumer of this loop subscribes the inbox, once
+            self._inbox_subscribed = asyncio.ensure_future(self._get_shard(self.inbox).subscribe(self.inbox))
+        await asyncio.shield(self._inbox_subscribed)  # (an outage does not fail it: the receiver renews it)
+        channel = f"{self.inbox}!{uuid.uuid4().hex}"
+        self.channels[channel] = asyncio.Queue()
+        return channel
+
+    async def send(self, channel, message):
+        channel, data = self.published_as(channel, self.channel_layer.serialize(message))
+        await self._get_shard(channel).publish(channel, data)
+
+    async def receive(self, channel):
+        if "!" not in channel:
+            return await super().receive(channel)
+        queue = self.channels.setdefault(channel, asyncio.Queue())
+        try:
+            message = await queue.get()
+        except (asyncio.CancelledError, asyncio.TimeoutError, GeneratorExit):
+            # the consumer is ending (the library assumes as much): its queue goes, Redis has nothing to forget
+            self.channels.pop(channel, None)
+            raise
+        return self.channel_layer.deserialize(message)
+
+    async def flush(self):
+        await super().flush()
+        self._inbox_subscribed = None
 
 
 class OutageTolerantPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
-    """``channels_redis.pubsub.RedisPubSubChannelLayer`` whose connections survive a Redis outage, and which sends
-    many messages in one round trip (``send_many``)."""
+    """``channels_redis.pubsub.RedisPubSubChannelLayer`` whose connections survive a Redis outage, whose consumers'
+    channels share their event loop's one subscription (the inbox), and which sends many messages in one round trip
+    (``send_many``)."""
 
     async def send_many(self, messages) -> None:
         """Each (to a group?, group or channel name, message) published in order, in one pipeline a shard: one
@@ -101,8 +156,11 @@ class OutageTolerantPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
         layer = self._get_layer()
         by_shard: dict = {}
         for to_group, name, message in messages:
-            channel = layer._get_group_channel_name(name) if to_group else name
-            by_shard.setdefault(layer._get_shard(channel), []).append((channel, self.serialize(message)))
+            if to_group:
+                channel, data = layer._get_group_channel_name(name), self.serialize(message)
+            else:
+                channel, data = layer.published_as(name, self.serialize(message))
+            by_shard.setdefault(layer._get_shard(channel), []).append((channel, data))
         for shard, published in by_shard.items():
             async with shard._lock:
                 shard._ensure_redis()
