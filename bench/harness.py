@@ -349,9 +349,11 @@ def server_p50(logs: dict, event: str) -> float | None:
         with open(log) as lines:
             lines.seek(start)
             for line in lines:
-                if '"operatorapi.requests"' in line and f'"event": "{event}"' in line:
+                if '"operatorapi.requests"' in line:
                     with contextlib.suppress(ValueError, KeyError):
-                        times.append(json.loads(line)["ms"])
+                        record = json.loads(line)
+                        if record["event"] == event:
+                            times.append(record["ms"])
     return round(percentile(times, 0.5), 2) if times else None
 
 
