@@ -1,5 +1,6 @@
-"""The baselines: a bare Channels consumer that sends every text frame straight back (/bench/echo), and one that
-sends a trade's frames with no database work (/bench/ceiling/<pair>/<side>).
+"""The baselines: a bare Channels consumer that sends every text frame straight back (/bench/echo), the same without
+Channels' per-message database hop (/bench/echo-direct), and one that sends a trade's frames with no database work
+(/bench/ceiling/<pair>/<side>).
 
 Served on the same Daphne as the operator (only with BENCH_ECHO=1), so the benchmark can say what share of the
 stack's own ceiling each operator figure reaches.
@@ -14,6 +15,12 @@ from operatorapi.dispatch import NoDatabaseDispatchMixin
 class EchoConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         await self.send(text_data=text_data, bytes_data=bytes_data)
+
+
+class DirectEchoConsumer(NoDatabaseDispatchMixin, EchoConsumer):
+    """The echo without Channels' hop to asgiref's thread before every message (``aclose_old_connections`` in
+    ``AsyncConsumer.dispatch``), which the operator's consumers skip: the bare echo's cost less that hop. About 0.15 of
+    its 0.26 ms of CPU a message on this machine (bench/RESULTS.md), and the part that varies most with the host."""
 
 
 class CeilingConsumer(NoDatabaseDispatchMixin, AsyncWebsocketConsumer):
