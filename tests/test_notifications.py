@@ -116,13 +116,16 @@ async def test_on_redis_connections_come_and_go_without_subscribing_and_their_me
 
     watcher = redis.asyncio.from_url(os.environ["REDIS_URL"])
     try:
-        before = await watcher.pubsub_channels()
         clients = [await connect() for _ in range(4)]
         await clients[0].close()
-        after = await watcher.pubsub_channels()
-        assert len(set(after) - set(before)) == 1  # this loop's inbox
+        subscribed = set(await watcher.pubsub_channels())  # (Redis-wide: other processes' too)
+        names = [row.channel_name async for row in PeerConnection.objects.all()]
+        assert len(names) == 3
+        for name in names:
+            inbox, _, own = name.partition("!")
+            assert own and inbox.encode() in subscribed and name.encode() not in subscribed
+        assert len({name.partition("!")[0] for name in names}) == 1  # one inbox for the loop's consumers
         name = (await PeerConnection.objects.aget(peer__address=clients[1].address)).channel_name
-        assert name.startswith((set(after) - set(before)).pop().decode() + "!")
         await get_channel_layer().send(name, {"type": "peer_disabled"})
         assert await clients[1].comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}
         assert (await clients[2].ok("channels"))["data"] == {"channels": []}  # the others are untouched

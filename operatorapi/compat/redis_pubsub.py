@@ -130,7 +130,9 @@ class _OutageTolerantLoopLayer(pubsub.RedisPubSubLoopLayer):
     async def receive(self, channel):
         if "!" not in channel:
             return await super().receive(channel)
-        queue = self.channels.setdefault(channel, asyncio.Queue())
+        queue = self.channels.get(channel)
+        if queue is None:  # (made by ``new_channel``; a receive after the consumer has gone waits on its own)
+            queue = self.channels[channel] = asyncio.Queue()
         try:
             message = await queue.get()
         except (asyncio.CancelledError, asyncio.TimeoutError, GeneratorExit):
