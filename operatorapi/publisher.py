@@ -1,10 +1,11 @@
 """Committed notices to the connections that must hear them: the domain's outbox publisher (``NOTICE_PUBLISHER``).
 
 Each peer has a channel-layer group; a connection joins it on ``subscribe_notifications``. A transaction's notices
-become one channel-layer message per peer (its frames in order), so a trade's four notifications are two
-messages; the loop's one sender sends what is pending together (on Redis one pipelined round trip). ``group_send`` is at-most-once: the database is the record, and clients re-read it with ``positions``
-after a reconnect. A disabled peer's connections are told one by one, each on its own channel (no group to join at
-sign-in: that was two Redis round trips per authentication).
+become one channel-layer message per peer (its frames in order), so a trade's four notifications are two messages;
+the loop's one sender sends what is pending together (on Redis one pipelined round trip). ``group_send`` is
+at-most-once: the database is the record, and clients re-read it with ``positions`` after a reconnect. A disabled
+peer's connections are told one by one, each on its own channel (no group to join at sign-in: that was two Redis
+round trips per authentication).
 """
 import asyncio
 import logging

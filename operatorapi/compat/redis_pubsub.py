@@ -30,6 +30,7 @@ from operatorapi.compat import require
 require("channels-redis", "4.3")
 logger = logging.getLogger(__name__)
 RETRY_SECONDS = 0.5
+OWN = "!"  # between a consumer's inbox and its own part (Channels' mark of a process-local name), on the wire too
 
 
 class _OutageTolerantShard(pubsub.RedisSingleShardConnection):
@@ -77,8 +78,8 @@ class _OutageTolerantShard(pubsub.RedisSingleShardConnection):
 
     def _receive_message(self, message):
         if message is not None and message["channel"] in (self.channel_layer.inbox_bytes, self.channel_layer.inbox):
-            own, _, data = message["data"].partition(b"!")
-            queue = self.channel_layer.channels.get(self.channel_layer.inbox + "!" + own.decode())
+            own, _, data = message["data"].partition(OWN.encode())
+            queue = self.channel_layer.channels.get(self.channel_layer.inbox + OWN + own.decode())
             if queue is not None:
                 queue.put_nowait(data)
             return
@@ -112,14 +113,14 @@ class _OutageTolerantLoopLayer(pubsub.RedisPubSubLoopLayer):
     def published_as(self, channel: str, data: bytes) -> tuple[str, bytes]:
         """The Redis channel and payload that carry ``data`` to ``channel``: a consumer's via its loop's inbox (on
         whichever process or loop it is), any other as the library publishes it."""
-        inbox, local, own = channel.partition("!")
-        return (inbox, own.encode() + b"!" + data) if local else (channel, data)
+        inbox, local, own = channel.partition(OWN)
+        return (inbox, own.encode() + OWN.encode() + data) if local else (channel, data)
 
     async def new_channel(self, prefix="specific."):
         if self._inbox_subscribed is None:  # the first consumer of this loop subscribes the inbox, once
             self._inbox_subscribed = asyncio.ensure_future(self._get_shard(self.inbox).subscribe(self.inbox))
         await asyncio.shield(self._inbox_subscribed)  # (an outage does not fail it: the receiver renews it)
-        channel = f"{self.inbox}!{uuid.uuid4().hex}"
+        channel = f"{self.inbox}{OWN}{uuid.uuid4().hex}"
         self.channels[channel] = asyncio.Queue()
         return channel
 
@@ -128,7 +129,7 @@ class _OutageTolerantLoopLayer(pubsub.RedisPubSubLoopLayer):
         await self._get_shard(channel).publish(channel, data)
 
     async def receive(self, channel):
-        if "!" not in channel:
+        if OWN not in channel:
             return await super().receive(channel)
         queue = self.channels.get(channel)
         if queue is None:  # (made by ``new_channel``; a receive after the consumer has gone waits on its own)
