@@ -9,6 +9,7 @@ from eth_utils import keccak
 
 from channels_app.models import Channel
 from channels_app.identity import operator_keys
+from operatorapi.consumers import OperatorConsumer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -176,3 +177,16 @@ async def test_a_peer_opening_with_an_unknown_address_creates_that_peer_who_can_
     bob = await connect(future_bob)
     positions = await bob.ok("positions", {"channel_id": channel_id})
     assert positions["data"] == {"channel_id": channel_id, "positions": []}
+
+
+async def test_frames_are_compact_json_with_names_in_plain_utf8(connect):
+    """The wire text itself: no spaces after separators, a non-ASCII name as its own characters (not ``\\u``
+    escapes), key order as built; an integer beyond 64 bits, which orjson refuses, still encodes."""
+    alice, bob = await connect(), await connect()
+    channel_id = (await alice.ok("open_channel", {"peer": {"address": bob.address, "name": "Zürich Clearing ✓"},
+                                                  "margin_deposit": "10"}))["data"]["channel_id"]
+    reqid = await alice.send("channels", {})
+    text = await alice._receive(3)
+    assert text.startswith(f'{{"event":"channels","reqid":{reqid},"data":{{"channels":[{{"channel_id":"{channel_id}"')
+    assert '"name":"Zürich Clearing ✓"' in text and ", " not in text and '": ' not in text
+    assert await OperatorConsumer.encode_json({"n": 2**70, "s": "é"}) == '{"n":1180591620717411303424,"s":"é"}'
