@@ -1,4 +1,7 @@
+import asyncio
+
 import pytest
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connections
 
@@ -8,9 +11,12 @@ from tests.client import Client
 
 @pytest.fixture(scope="session", autouse=True)
 def close_database_pool(django_db_setup, django_db_blocker):
-    """The database threads' pooled connections are closed before the test database is dropped (PostgreSQL)."""
+    """The database threads' pooled connections are closed before the test database is dropped (PostgreSQL), and so
+    is the one asgiref's sync thread keeps for the tests' own async ORM calls (``aget``...): left open, it kept the
+    test database from being dropped."""
     yield
     assert not aiodb._pools, f"trade-path pools left open by tests: {list(aiodb._pools)}"
+    asyncio.run(sync_to_async(connections.close_all)())  # (outside async_to_sync: on asgiref's one sync thread)
     with django_db_blocker.unblock():
         for connection in connections.all():
             if getattr(connection, "close_pool", None):

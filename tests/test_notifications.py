@@ -52,7 +52,6 @@ async def test_notifications_that_arrive_during_a_request_follow_its_reply_all_o
     one of its requests waits go out right after that request's reply, all of them, before the next request is
     answered. (Channels hands a consumer one channel-layer message per request it handles: a busy connection's
     notifications used to fall ever further behind, bench/RESULTS.md.)"""
-    from asgiref.sync import sync_to_async
 
     from channels_app import outbox, selectors
     from channels_app.models import Channel
@@ -65,7 +64,7 @@ async def test_notifications_that_arrive_during_a_request_follow_its_reply_all_o
         return ChannelNotice(StreamAction.MARGIN_UPDATED,
                              selectors.channel_view(Channel.objects.get(channel_id=channel_id)))
 
-    notice = await sync_to_async(news, thread_sensitive=False)()
+    notice = await on_thread_of(channel_id, news)()  # (a database thread gives its connection back)
     gate = threading.Event()
     held = asyncio.ensure_future(on_thread_of(channel_id, gate.wait)())  # the thread that serves alice's request
     try:
