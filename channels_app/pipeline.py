@@ -85,11 +85,20 @@ def _prepared(conn, names: set[str] | None) -> None:
     _prepared_on[conn] = names
 
 
+def _returns_rows(cursor) -> bool:
+    """Whether the cursor's current result is rows. Read from the result's status: ``cursor.description`` would
+    build a column object for each of its columns first (the locking join has 19), 40 us of a trade's load
+    (bench/RESULTS.md)."""
+    from psycopg.pq import ExecStatus  # PostgreSQL only
+
+    return cursor.pgresult is not None and cursor.pgresult.status == ExecStatus.TUPLES_OK
+
+
 def _results(cursor, kept: list[bool]) -> list[list[tuple] | None]:
     results = []
     for keep in kept:
         if keep:
-            results.append(cursor.fetchall() if cursor.description is not None else None)
+            results.append(cursor.fetchall() if _returns_rows(cursor) else None)
         cursor.nextset()
     return results
 
@@ -136,7 +145,7 @@ async def arun(conn, statements: list[Statement]) -> list[list[tuple] | None]:
         results = []
         for keep in kept:  # the results are all here: fetching them waits on nothing
             if keep:
-                results.append(await cursor.fetchall() if cursor.description is not None else None)
+                results.append(await cursor.fetchall() if _returns_rows(cursor) else None)
             cursor.nextset()
         return results
 

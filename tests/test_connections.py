@@ -1,6 +1,7 @@
 """Long-lived async workers and the database (docs/reliability.md): every request gives its connection back to the
 pool, and a connection the database dropped while idle is replaced, not handed to a request."""
 import asyncio
+import time
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -22,6 +23,12 @@ pytestmark = [
 
 def pool_stats() -> dict:
     return connections["default"].pool.get_stats()
+
+
+def checked_out() -> int:
+    """Connections out of the pool now (as the pool counts them: those it is still opening too)."""
+    stats = pool_stats()
+    return stats["pool_size"] - stats["pool_available"]
 
 
 @contextmanager
@@ -53,18 +60,29 @@ def pool_connections():
         del pool.getconn, pool.putconn
 
 
+def terminate(pids: list[int]) -> None:
+    """End these backends, and wait until they are gone: a backend sends its error to the client before it exits,
+    so by then each idle connection's socket has it (a restart, too, ends its backends before it returns)."""
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [pids])
+        while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]).fetchone()[0]:
+            time.sleep(0.01)
+
+
 async def terminate_other_sessions() -> int:
     """What a database restart or an idle-session reaper does: every session of the server on the test database is
-    killed (not the test's own: the test harness flushes the database with it afterwards)."""
+    ended (not the test's own: the test harness flushes the database with it afterwards)."""
     harness = connection.connection.info.backend_pid if connection.connection is not None else 0
 
-    def terminate():
-        with psycopg.connect(**connection.get_connection_params(), autocommit=True) as conn:
-            return conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                "WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> %s",
-                                [harness]).fetchone()[0]
+    def others():
+        with psycopg.connect(**connection.get_connection_params(), autocommit=True) as admin:
+            return [pid for pid, in admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND pid <> %s AND backend_type = 'client backend'", [harness])]
 
-    return await asyncio.to_thread(terminate)
+    pids = await asyncio.to_thread(others)
+    await asyncio.to_thread(terminate, pids)
+    return len(pids)
 
 
 async def channels_on_every_thread(alice, bob, count=12):
@@ -99,6 +117,47 @@ async def test_connections_dropped_by_the_database_are_replaced(connect):
 
 
 
+async def test_a_pool_full_of_dropped_connections_is_sorted_at_once(pair):
+    """After a database restart every idle connection of the pool is dead. The first one found so has the others
+    checked at once: psycopg_pool alone tried them one by one, waiting 1, 2, 4... s between two dead ones, and with
+    a full pool the request timed out (an ``internal_error`` after 10 s)."""
+    alice, bob, channel_id = pair
+    pool = connections["default"].pool
+    size = settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"]
+
+    def fill():  # every connection the pool may hold, idle in it
+        taken = [pool.getconn() for _ in range(size - checked_out())]
+        for conn in taken:
+            pool.putconn(conn)
+        return pool.get_stats()["pool_available"]
+
+    assert await asyncio.to_thread(fill) >= size - 1  # (the test's own connection may be out)
+    assert await terminate_other_sessions() >= size - 1
+    started = asyncio.get_running_loop().time()
+    view = await bob.ok("positions", {"channel_id": channel_id}, timeout=8)
+    assert view["data"]["positions"] == []
+    assert asyncio.get_running_loop().time() - started < 3  # one back-off of about a second, not 1 + 2 + 4 s...
+    assert pool_stats()["connections_lost"] >= size - 2
+
+
+async def test_the_trade_paths_pool_full_of_dropped_connections_is_sorted_at_once_too(pair):
+    alice, bob, channel_id = pair
+    pool = await aiodb.pool()
+    taken = [await pool.getconn() for _ in range(pool.max_size - pool.get_stats()["pool_size"]
+                                                 + pool.get_stats()["pool_available"])]
+    backends = [conn.info.backend_pid for conn in taken]
+    for conn in taken:
+        await pool.putconn(conn)
+    assert pool.get_stats()["pool_available"] == pool.max_size
+
+    await asyncio.to_thread(terminate, backends)  # the trade path's connections only, all idle in its pool
+    started = asyncio.get_running_loop().time()
+    reply = await alice.request("record_trade", trade(channel_id, external_id="after-restart"), timeout=8)
+    assert reply["event"] == "record_trade", reply
+    assert asyncio.get_running_loop().time() - started < 3
+    assert pool.get_stats()["connections_lost"] >= pool.max_size - 1
+
+
 async def test_healthz_gives_its_connection_back_and_survives_a_dropped_one():
     with pool_connections() as used:
         for _ in range(3):
@@ -122,13 +181,7 @@ async def test_the_trade_path_replaces_a_connection_dropped_too_recently_for_the
     async with (await aiodb.pool()).connection() as conn:
         backend = conn.info.backend_pid
 
-    def terminate_and_wait():
-        with psycopg.connect(**connection.get_connection_params(), autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", [backend])
-            while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [backend]).fetchone()[0]:
-                pass
-
-    await asyncio.to_thread(terminate_and_wait)
+    await asyncio.to_thread(terminate, [backend])
     await alice.record(channel_id, external_id="after")  # answered, not an internal error
     view = (await bob.positions(channel_id))["ETH/USD"]
     assert (view["direction"], view["amount"]) == ("sell", "2")  # both trades, from bob's side

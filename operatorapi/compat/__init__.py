@@ -8,7 +8,8 @@ shim when Django starts, so a server, a worker and a command all check.
 - ``on_commit``: Django's list of on-commit hooks (the notification outbox joins the current savepoint's outbox).
 - ``event_loop``: asgiref's thread-local reference to the server's event loop (the outbox hands frames to it).
 - ``redis_pubsub``: channels-redis' pub/sub layer, made to ride out a Redis outage.
-- ``pool_check``: psycopg_pool's check of a connection it hands out, made to cost no round trip.
+- ``pool_check``: psycopg_pool's check of a connection it hands out, made to cost no round trip, and to sort
+  all of a pool's idle connections once one is found dead.
 - ``autobahn_debug``: Autobahn's debug line of each new connection, formatted only if written.
 """
 from importlib.metadata import version

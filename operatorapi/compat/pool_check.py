@@ -8,6 +8,12 @@ and closed the socket, so the socket tells without asking: readable while idle m
 then is the server asked (the check that raises for a broken one). A server that vanished without a word (a cut
 network) is found by the request that uses the connection: it fails once, and the broken connection is dropped.
 psycopg_pool takes the check only when it creates a pool; Django creates it.
+
+A connection found broken means the others idling in the pool most likely are too (the server restarted, or a
+reaper ended them all): they are all sorted at once, with the pool's own ``check``. psycopg_pool alone would hand
+them out one at a time, waiting 1, 2, 4... s between two that failed, so that with ten idle connections a request
+waited past the pool's time-out and failed (docs/reliability.md). The pool is reached through the connection
+(``conn._pool``, set by psycopg_pool).
 """
 import select
 
@@ -28,14 +34,22 @@ def _heard_from_server(conn) -> bool:
 
 
 def check_without_round_trip(conn) -> None:
-    if _heard_from_server(conn):  # ask the server (raises if broken)
-        ConnectionPool.check_connection(conn)
+    try:
+        if _heard_from_server(conn):  # ask the server (raises if broken)
+            ConnectionPool.check_connection(conn)
+    except Exception:
+        conn._pool.check()  # the others that idled with it (round trips, on the way to recovery only)
+        raise
 
 
 async def acheck_without_round_trip(conn) -> None:
     """The same for an ``AsyncConnectionPool`` (channels_app/aiodb.py), given to it as its ``check``."""
-    if _heard_from_server(conn):
-        await AsyncConnectionPool.check_connection(conn)
+    try:
+        if _heard_from_server(conn):
+            await AsyncConnectionPool.check_connection(conn)
+    except Exception:
+        await conn._pool.check()
+        raise
 
 
 def install_on(connection) -> None:
