@@ -19,7 +19,9 @@ import re
 import weakref
 from dataclasses import dataclass
 
+import psycopg
 from django.db import connection
+from psycopg.pq import ExecStatus
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,6 @@ def _returns_rows(cursor) -> bool:
     """Whether the cursor's current result is rows. Read from the result's status: ``cursor.description`` would
     build a column object for each of its columns first (the locking join has 19), 40 us of a trade's load
     (bench/RESULTS.md)."""
-    from psycopg.pq import ExecStatus  # PostgreSQL only
-
     return cursor.pgresult is not None and cursor.pgresult.status == ExecStatus.TUPLES_OK
 
 
@@ -114,7 +114,6 @@ def run(statements: list[Statement]) -> list[list[tuple] | None]:
                     cursor.execute(statement.sql if isinstance(statement, Prepared) else statement, params)
                     results.append(cursor.fetchall() if cursor.description is not None else None)
             return results
-    import psycopg  # PostgreSQL only
 
     own = own_transaction()
     connection.ensure_connection()
@@ -132,8 +131,6 @@ def run(statements: list[Statement]) -> list[list[tuple] | None]:
 
 async def arun(conn, statements: list[Statement]) -> list[list[tuple] | None]:
     """``run`` on an async connection of the trade path's pool (channels_app/aiodb.py), its own transaction."""
-    import psycopg
-
     preparing, names = _preparing(conn, statements)
     sql, values, kept = _script(statements, own=True)
     async with psycopg.AsyncClientCursor(conn) as cursor:

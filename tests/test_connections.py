@@ -25,9 +25,9 @@ def pool_stats() -> dict:
     return connections["default"].pool.get_stats()
 
 
-def checked_out() -> int:
-    """Connections out of the pool now (as the pool counts them: those it is still opening too)."""
-    stats = pool_stats()
+def checked_out(pool) -> int:
+    """Connections out of ``pool`` now (as the pool counts them: those it is still opening too)."""
+    stats = pool.get_stats()
     return stats["pool_size"] - stats["pool_available"]
 
 
@@ -116,7 +116,6 @@ async def test_connections_dropped_by_the_database_are_replaced(connect):
     assert pool_stats()["connections_lost"] >= 1
 
 
-
 async def test_a_pool_full_of_dropped_connections_is_sorted_at_once(pair):
     """After a database restart every idle connection of the pool is dead. The first one found so has the others
     checked at once: psycopg_pool alone tried them one by one, waiting 1, 2, 4... s between two dead ones, and with
@@ -126,7 +125,7 @@ async def test_a_pool_full_of_dropped_connections_is_sorted_at_once(pair):
     size = settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"]
 
     def fill():  # every connection the pool may hold, idle in it
-        taken = [pool.getconn() for _ in range(size - checked_out())]
+        taken = [pool.getconn() for _ in range(size - checked_out(pool))]
         for conn in taken:
             pool.putconn(conn)
         return pool.get_stats()["pool_available"]
@@ -141,10 +140,10 @@ async def test_a_pool_full_of_dropped_connections_is_sorted_at_once(pair):
 
 
 async def test_the_trade_paths_pool_full_of_dropped_connections_is_sorted_at_once_too(pair):
+    """The same for the trade path's own pool (channels_app/aiodb.py), its connections only ended."""
     alice, bob, channel_id = pair
     pool = await aiodb.pool()
-    taken = [await pool.getconn() for _ in range(pool.max_size - pool.get_stats()["pool_size"]
-                                                 + pool.get_stats()["pool_available"])]
+    taken = [await pool.getconn() for _ in range(pool.max_size - checked_out(pool))]
     backends = [conn.info.backend_pid for conn in taken]
     for conn in taken:
         await pool.putconn(conn)
