@@ -99,7 +99,8 @@ class Channel(models.Model):
 class Trade(models.Model):
     """One execution between the two parties, as recorded by one of them. Immutable once stored."""
 
-    channel = models.ForeignKey(Channel, on_delete=models.PROTECT, related_name="trades")
+    # No index of its own: the unique (channel, external_id) leads with it (one index less to write a trade).
+    channel = models.ForeignKey(Channel, on_delete=models.PROTECT, related_name="trades", db_index=False)
     external_id = models.CharField(max_length=128)
     recorded_by = models.ForeignKey(Peer, on_delete=models.PROTECT, related_name="recorded_trades")
     market = models.CharField(max_length=33)
@@ -148,7 +149,8 @@ UNSETTLED_POSITION_STATUSES = (PositionStatus.OPEN, PositionStatus.IN_SETTLEMENT
 class Position(models.Model):
     """Net of the trades in one market of one channel, from the initiator's side (``quantity`` signed)."""
 
-    channel = models.ForeignKey(Channel, on_delete=models.PROTECT, related_name="positions")
+    # No index of its own: the (channel, status) index leads with it.
+    channel = models.ForeignKey(Channel, on_delete=models.PROTECT, related_name="positions", db_index=False)
     market = models.CharField(max_length=33)
     status = models.CharField(max_length=16, choices=PositionStatus.choices, default=PositionStatus.OPEN)
     quantity = ExactDecimalField(default=ZERO, help_text="Signed, initiator's side: + long, - short")

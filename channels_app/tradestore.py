@@ -73,28 +73,32 @@ UPDATE_POSITIONS = Prepared("trade_update_positions", (
     f"UPDATE {POSITION} AS p SET status = v.status, quantity = v.quantity, cost = v.cost, realized_pnl = "
     "v.realized_pnl, last_price = v.last_price, updated_at = %s FROM json_to_recordset(%s::json) AS "
     f"v(id bigint, status text, {_BOOK_COLUMNS}) WHERE p.id = v.id"))
-# The new positions' keys are drawn in the statement (k = 1..n), so the trades can refer to them before they exist;
-# trades keep their keys in recording order (ORDER BY n). A value in a SELECT list says its type: PREPARE has no
-# column to infer it from.
+# The new positions' keys are drawn in the statement (one per record k), so the trades can refer to them before they
+# exist; trades keep their keys in recording order (ORDER BY n). Nothing in it depends on a value's size, so its
+# generic plan costs what a custom one does and PostgreSQL keeps it (with the positions counted by a parameter it
+# planned the statement anew at every execution: 90 us of its CPU a trade, bench/RESULTS.md). A value in a SELECT
+# list says its type: PREPARE has no column to infer it from. The sequence is looked up once (``s``), not once a
+# row.
 INSERT = Prepared("trade_insert", (
-    f"WITH ids AS MATERIALIZED (SELECT k, nextval(pg_get_serial_sequence('{POSITION}', 'id')) AS id "
-    "FROM generate_series(1, %s::int) AS k), "
+    f"WITH s AS MATERIALIZED (SELECT pg_get_serial_sequence('{POSITION}', 'id')::regclass AS seq), "
+    "new AS MATERIALIZED (SELECT v.*, nextval(s.seq) AS id FROM json_to_recordset(%s::json) AS "
+    f"v(k int, market text, status text, {_BOOK_COLUMNS}), s), "
     f"new_positions AS (INSERT INTO {POSITION} (id, channel_id, market, status, quantity, cost, realized_pnl, "
-    "last_price, opened_at, updated_at) SELECT ids.id, %s::bigint, v.market, v.status, v.quantity, v.cost, "
-    "v.realized_pnl, v.last_price, %s::timestamptz, %s::timestamptz FROM json_to_recordset(%s::json) AS "
-    f"v(k int, market text, status text, {_BOOK_COLUMNS}) JOIN ids USING (k)), "
+    "last_price, opened_at, updated_at) SELECT new.id, %s::bigint, new.market, new.status, new.quantity, new.cost, "
+    "new.realized_pnl, new.last_price, %s::timestamptz, %s::timestamptz FROM new), "
     f"new_trades AS (INSERT INTO {TRADE} (channel_id, external_id, recorded_by_id, market, direction, "
     "initiator_direction, amount, price, executed_at, recorded_at, position_id) SELECT %s::bigint, v.external_id, "
     "%s::bigint, v.market, v.direction, v.initiator_direction, v.amount, v.price, v.executed_at, %s::timestamptz, "
-    "COALESCE(v.position_id, ids.id) FROM json_to_recordset(%s::json) AS v(n int, external_id text, market text, "
+    "COALESCE(v.position_id, new.id) FROM json_to_recordset(%s::json) AS v(n int, external_id text, market text, "
     "direction text, initiator_direction text, amount numeric, price numeric, executed_at bigint, position_id bigint, "
     "new_k int) "
-    "LEFT JOIN ids ON ids.k = v.new_k ORDER BY v.n) "
-    "SELECT k, id FROM ids ORDER BY k"))
+    "LEFT JOIN new ON new.k = v.new_k ORDER BY v.n) "
+    "SELECT k, id FROM new ORDER BY k"))
+# Not prepared: STORED. Its generic plan, made while the trades table was small, scans the table for each request
+# and keeps doing so as the table grows, until the table is next analyzed: as a join or as LATERAL (... LIMIT 1),
+# batches fell to a quarter (bench/RESULTS.md). Planned each time, it costs PostgreSQL about 60 us more a request.
 UPDATE_CHANNEL = Prepared("trade_update_channel", (
     f"UPDATE {CHANNEL} SET {', '.join(f'{name} = %s' for name in CHANNEL_FIELDS)} WHERE id = %s"))
-# Not prepared: STORED, whose generic plan for a list of external ids halved the throughput of batches
-# (bench/RESULTS.md).
 
 
 def _records(rows: list[dict]) -> str:
@@ -220,10 +224,9 @@ def store_statements(*, channel: Channel, peer_id: int, new_positions: list[Posi
             for p in changed_positions])]))
     new_index = {id(p): k for k, p in enumerate(new_positions, start=1)}
     statements.append((INSERT, [
-        len(new_positions), channel.pk, now, now, _records([
-            {"k": k, "market": p.market, "status": p.status, **{n: _numeric(getattr(p, n)) for n in BOOK}}
-            for k, p in enumerate(new_positions, start=1)]),
-        channel.pk, peer_id, now, _records([
+        _records([{"k": k, "market": p.market, "status": p.status, **{n: _numeric(getattr(p, n)) for n in BOOK}}
+                  for k, p in enumerate(new_positions, start=1)]),
+        channel.pk, now, now, channel.pk, peer_id, now, _records([
             {"n": n, "external_id": t.external_id, "market": t.market, "direction": t.direction,
              "initiator_direction": t.initiator_direction, "amount": _numeric(t.amount),
              "price": _numeric(t.price), "executed_at": t.executed_at,

@@ -128,6 +128,35 @@ async def test_on_the_event_loop_a_trade_takes_two_database_round_trips_too(chan
 
 
 @PG_ONLY
+def test_the_prepared_statements_are_planned_once_not_at_every_trade(channel_and_peers):
+    """PostgreSQL plans a prepared statement for its values 5 times, then keeps its generic plan if that costs no
+    more; a statement whose generic plan costs more (one whose estimate depends on a value) is planned anew at every
+    execution, which cost more than running it (bench/RESULTS.md). Every shape of request, a dozen times each."""
+    from channels_app.services.auth import admit_peer
+
+    channel, alice, bob = channel_and_peers
+    connection.close()
+    connection.close_pool()  # a connection of its own: its statements' counters start at zero
+    record = trades.record_trades
+    for n in range(12):
+        record(peer=alice, channel_id=channel.channel_id, trades=[item(f"open-{n}", market="SOL/USD")])
+        record(peer=bob, channel_id=channel.channel_id, trades=[item(f"close-{n}", market="SOL/USD")])  # flat
+        record(peer=alice, channel_id=channel.channel_id, trades=[
+            item(f"batch-{n}-{k}", market=("ETH/USD", "BTC/USD")[k % 2], direction=("buy", "sell")[k // 2 % 2])
+            for k in range(2 + 3 * n)])
+        record(peer=alice, channel_id=channel.channel_id, trades=[item(f"open-{n}", market="SOL/USD")])  # replay
+        admit_peer(address=Account.create().address, channel_name=f"c{n}")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name, generic_plans, custom_plans FROM pg_prepared_statements")
+        plans = {name: (generic, custom) for name, generic, custom in cursor.fetchall()}
+    assert {"trade_lock", "trade_positions", "trade_marks", "trade_update_positions",
+            "trade_insert", "trade_update_channel", "admit", "admit_create_peer"} <= set(plans)
+    executed = {name: counts for name, counts in plans.items() if sum(counts) > 5}
+    assert executed.keys() >= {"trade_lock", "trade_insert", "trade_update_positions", "admit"}
+    assert {name: counts for name, counts in executed.items() if counts[1] > 5} == {}, "planned at every execution"
+
+
+@PG_ONLY
 def test_an_admission_takes_one_database_round_trip():
     from channels_app.services.auth import admit_peer
 
