@@ -64,6 +64,10 @@ MARKS = (f"SELECT market, price FROM {MARK} WHERE market {{in_list}} OR market I
 # (and most are prepared: ``Prepared``): the external ids as a JSON array, the markets as an array, and the rows a
 # request writes as JSON records (``_records``; psycopg renders a JSON text in microseconds where it took 0.4 ms
 # to render the arrays of a batch). On SQLite lists go as IN (...).
+# Not prepared: STORED. Its generic plan, made while the trades table was small, scans the table for each request
+# and keeps doing so as the table grows, until the table is next analyzed: as a join or as LATERAL (... LIMIT 1),
+# batches fell to a half or a quarter (bench/RESULTS.md). Planned each time, it costs PostgreSQL about 60 us more
+# a request.
 STORED_PG = STORED.format(in_list="= ANY(ARRAY(SELECT json_array_elements_text(%s::json)))")
 LOCK_PG = Prepared("trade_lock", LOCK + " FOR UPDATE OF c")
 POSITIONS_PG = Prepared("trade_positions", POSITIONS)
@@ -94,9 +98,6 @@ INSERT = Prepared("trade_insert", (
     "new_k int) "
     "LEFT JOIN new ON new.k = v.new_k ORDER BY v.n) "
     "SELECT k, id FROM new ORDER BY k"))
-# Not prepared: STORED. Its generic plan, made while the trades table was small, scans the table for each request
-# and keeps doing so as the table grows, until the table is next analyzed: as a join or as LATERAL (... LIMIT 1),
-# batches fell to a quarter (bench/RESULTS.md). Planned each time, it costs PostgreSQL about 60 us more a request.
 UPDATE_CHANNEL = Prepared("trade_update_channel", (
     f"UPDATE {CHANNEL} SET {', '.join(f'{name} = %s' for name in CHANNEL_FIELDS)} WHERE id = %s"))
 
