@@ -13,8 +13,9 @@ ones PostgreSQL makes first: a statement whose estimate depends on a value (a co
 every execution, so none is written that way (tests/test_trade_path.py reads the counts). And a generic plan is made
 from the statistics of its day: a statement that a small table's statistics would turn into a scan of a table that
 then grows is left unprepared (tradestore's STORED). psycopg itself prepares nothing (``prepare_threshold`` is
-None): it would ``DEALLOCATE ALL`` after any ROLLBACK it sees, these statements with its own. (A prepared statement lives in its
-session: behind a proxy that pools by transaction, such as PgBouncer's transaction mode, connect in session mode.)
+None): it would ``DEALLOCATE ALL`` after any ROLLBACK it sees, these statements with its own. (A prepared statement
+lives in its session: behind a proxy that pools by transaction, such as PgBouncer's transaction mode, connect in
+session mode.)
 
 Inside a caller's transaction (tests, any caller's atomic block) BEGIN and COMMIT are left out of the script: Django's
 atomic block has them. On SQLite the statements run one at a time through Django's cursor, as written.
