@@ -39,3 +39,34 @@ def test_the_closed_pnl_migration_sums_each_channels_closed_unsettled_positions(
     migration.sum_closed_positions(apps, None)
     channel.refresh_from_db()
     assert str(channel.closed_pnl) == "123456789012345676.000000000000000001"
+
+
+def _channel_id_indexes_and_keys(table: str) -> tuple[list[str], list[str]]:
+    """The plain indexes on exactly ``channel_id`` of ``table``, and the foreign keys from it to the channels."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, table)
+    indexes = [name for name, info in constraints.items() if info["index"] and not info["unique"]
+               and not info["primary_key"] and not info["foreign_key"] and info["columns"] == ["channel_id"]]
+    keys = [name for name, info in constraints.items()
+            if info["foreign_key"] == ("channels_app_channel", "id") and info["columns"] == ["channel_id"]]
+    return indexes, keys
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_redundant_channel_indexes_go_and_come_back_and_the_foreign_keys_stay():
+    from django.core.management import call_command
+
+    tables = ("channels_app_trade", "channels_app_position")
+    try:
+        call_command("migrate", "channels_app", "0005", verbosity=0)
+        for table in tables:
+            indexes, keys = _channel_id_indexes_and_keys(table)
+            assert len(indexes) == 1 and len(keys) == 1, (table, indexes, keys)
+        call_command("migrate", "channels_app", "0006", verbosity=0)
+    finally:
+        call_command("migrate", verbosity=0)
+    for table in tables:
+        indexes, keys = _channel_id_indexes_and_keys(table)
+        assert indexes == [] and len(keys) == 1, (table, indexes, keys)
