@@ -13,24 +13,23 @@ TABLES = ("trade", "position")
 
 
 def _channel_indexes(apps, schema_editor):
-    """(table, name) of each plain index on exactly ``channel_id`` of the two tables, found by introspection (the
+    """(model, index) of each plain index on exactly ``channel_id`` of the two tables, found by introspection (the
     name Django gave it is a digest)."""
     connection = schema_editor.connection
     found = []
     for model_name in TABLES:
-        table = apps.get_model("channels_app", model_name)._meta.db_table
+        model = apps.get_model("channels_app", model_name)
         with connection.cursor() as cursor:
-            constraints = connection.introspection.get_constraints(cursor, table)
-        found += [(table, name) for name, info in constraints.items()
+            constraints = connection.introspection.get_constraints(cursor, model._meta.db_table)
+        found += [(model, models.Index(fields=["channel"], name=name)) for name, info in constraints.items()
                   if info["index"] and not info["unique"] and not info["primary_key"] and not info["foreign_key"]
                   and info["columns"] == ["channel_id"]]
     return found
 
 
 def drop_channel_indexes(apps, schema_editor):
-    for table, name in _channel_indexes(apps, schema_editor):
-        schema_editor.execute(schema_editor.sql_delete_index % {"table": schema_editor.quote_name(table),
-                                                                "name": schema_editor.quote_name(name)})
+    for model, index in _channel_indexes(apps, schema_editor):
+        schema_editor.remove_index(model, index)
 
 
 def add_channel_indexes(apps, schema_editor):
