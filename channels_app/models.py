@@ -96,6 +96,11 @@ class Channel(models.Model):
         return None
 
 
+# A channel's trades by external id: an id recorded again is a replay (the trade path counts on this constraint to
+# refuse one it took for new: channels_app/tradestore.py).
+TRADE_EXTERNAL_ID_UNIQUE = "trade_external_id_unique"
+
+
 class Trade(models.Model):
     """One execution between the two parties, as recorded by one of them. Immutable once stored."""
 
@@ -116,7 +121,7 @@ class Trade(models.Model):
 
     class Meta:
         ordering = ["id"]
-        constraints = [models.UniqueConstraint(fields=["channel", "external_id"], name="trade_external_id_unique")]
+        constraints = [models.UniqueConstraint(fields=["channel", "external_id"], name=TRADE_EXTERNAL_ID_UNIQUE)]
 
     def __str__(self):
         return f"{self.external_id}: {self.direction} {self.amount} {self.market} @ {self.price}"

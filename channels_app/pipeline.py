@@ -50,8 +50,8 @@ class Prepared:
 
 _registry: dict[str, Prepared] = {}  # every Prepared statement, by name: a connection prepares them all at once
 Statement = tuple["Prepared | str", list]
-BEGIN, COMMIT = ("BEGIN", []), ("COMMIT", [])
-_CONTROL = (BEGIN, COMMIT)
+BEGIN, COMMIT, ROLLBACK = ("BEGIN", []), ("COMMIT", []), ("ROLLBACK", [])
+_CONTROL = (BEGIN, COMMIT, ROLLBACK)
 
 # The names prepared on each psycopg connection (sync or async), for as long as it lives; None: unknown (a
 # preparation failed part way: the next one deallocates everything first).

@@ -3,10 +3,10 @@
 The ORM compiled six or seven statements a trade, each its own round trip, and that was most of the trade path's
 time (bench/RESULTS.md). Here a request (``services.trades``) takes two, each one script (channels_app/pipeline.py):
 
-1. ``load_statements``: lock the channel row, then read what the decision needs: the stored trades of the request's
-   external ids, the live positions, the marks of their markets. Separate statements, so that each reads from a
-   snapshot taken after the lock was granted (one statement that locked and read would read from a snapshot taken
-   before it waited for the lock).
+1. ``load_statements``: lock the channel row, then read what the decision needs: the live positions, the marks of
+   their markets and, where the session must (``_OwnTransaction``), the stored trades of the request's external
+   ids. Separate statements, so that each reads from a snapshot taken after the lock was granted (one statement
+   that locked and read would read from a snapshot taken before it waited for the lock).
 2. ``store_statements``: the changed positions (one UPDATE from JSON records), the new positions and trades (one
    statement: the new positions' keys drawn from their sequence, then both INSERTs from JSON records), the
    channel's running total and zones; then COMMIT.
@@ -16,7 +16,8 @@ of the loop's own pool (channels_app/aiodb.py). ``TradeSession`` runs on a datab
 any atomic block it too runs its own transaction (BEGIN travels with the first round trip and COMMIT with the
 second); inside a caller's transaction (tests, any caller's atomic block) the same scripts run within Django's atomic
 block, with the outbox as usual; on SQLite, simpler statements of the same meaning run one at a time. A replay or a
-refusal, which write nothing, ends its own transaction with a COMMIT, an error with ROLLBACK; the notices queued
+refusal, which write nothing, ends its own transaction with a COMMIT, an error with ROLLBACK (a replay taken for new
+trades takes two round trips more: services.trades' ``_recording``); the notices queued
 meanwhile are published together after COMMIT (the outbox's ``holding``). Every statement's text is the same whatever
 the request's size, so all but one are prepared once per connection (``Prepared``) and never planned again. Values go
 through the fields' own adapters; the ORM stays for everything off this path.
@@ -36,8 +37,16 @@ from django.utils.dateparse import parse_datetime
 
 from channels_app import aiodb, outbox, pipeline
 from channels_app.errors import DomainError
-from channels_app.models import LIVE_POSITION_STATUSES, Channel, MarkPrice, Peer, Position, Trade
-from channels_app.pipeline import BEGIN, COMMIT, Prepared
+from channels_app.models import (
+    LIVE_POSITION_STATUSES,
+    TRADE_EXTERNAL_ID_UNIQUE,
+    Channel,
+    MarkPrice,
+    Peer,
+    Position,
+    Trade,
+)
+from channels_app.pipeline import BEGIN, COMMIT, ROLLBACK, Prepared
 
 logger = logging.getLogger(__name__)
 CHANNEL, PEER, POSITION, TRADE, MARK = (m._meta.db_table for m in (Channel, Peer, Position, Trade, MarkPrice))
@@ -137,7 +146,7 @@ class NewTrade(NamedTuple):
 @dataclass
 class Loaded:
     channel: Channel | None  # None: no such channel, or not the peer's
-    stored: dict[str, StoredTrade]
+    stored: dict[str, StoredTrade] | None  # of the request's external ids; None: not read (``_OwnTransaction``)
     positions: list[Position]  # live (open and in settlement), by market then key
     marks: dict[str, Decimal]
 
@@ -170,21 +179,34 @@ def _postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
-def load_statements(*, peer_id: int, channel_id: str, external_ids: list[str], markets: set[str]) -> list:
+def load_statements(*, peer_id: int, channel_id: str, external_ids: list[str], markets: set[str],
+                    stored: bool = True) -> list:
     """Round trip 1 (see the module's docstring): lock ``channel_id`` if ``peer_id`` is one of its parties, and read
-    what recording trades on it needs; ``loaded`` reads the rows."""
+    what recording trades on it needs (``stored``: the stored trades of ``external_ids`` too); ``loaded`` reads the
+    rows."""
     mine = [channel_id, peer_id, peer_id]
+    lookup = [stored_statement(mine, external_ids)] if stored else []
     if _postgres():
-        return [(LOCK_PG, mine), (STORED_PG, [*mine, orjson.dumps(external_ids).decode()]), (POSITIONS_PG, mine),
-                (MARKS_PG, [sorted(markets), *mine])]
+        return [(LOCK_PG, mine), *lookup, (POSITIONS_PG, mine), (MARKS_PG, [sorted(markets), *mine])]
     # SQLite: one writer at a time, so no row lock
-    return [(LOCK, mine), (STORED.format(in_list=_in(external_ids)), [*mine, *external_ids]), (POSITIONS, mine),
-            (MARKS.format(in_list=_in(markets)), [*sorted(markets), *mine])]
+    return [(LOCK, mine), *lookup, (POSITIONS, mine), (MARKS.format(in_list=_in(markets)), [*sorted(markets), *mine])]
 
 
-def loaded(rows: list) -> Loaded:
+def stored_statement(mine: list, external_ids: list[str]) -> tuple:
+    """The stored trades of ``external_ids`` on the channel ``mine`` (channel id, peer, peer) names."""
+    if _postgres():
+        return STORED_PG, [*mine, orjson.dumps(external_ids).decode()]
+    return STORED.format(in_list=_in(external_ids)), [*mine, *external_ids]
+
+
+def stored_trades(rows: list) -> dict[str, StoredTrade]:
+    return {row[0]: StoredTrade(row[0], row[1], row[2], _decimal(row[3]), _decimal(row[4]), int(row[5]))
+            for row in rows}
+
+
+def loaded(rows: list, *, stored: bool = True) -> Loaded:
     """What ``load_statements`` read, as values and (unsaved-looking, keyed) model instances."""
-    channel_rows, trade_rows, position_rows, mark_rows = rows
+    channel_rows, *trade_rows, position_rows, mark_rows = rows
     if not channel_rows:
         return Loaded(None, {}, [], {})
     channel = _channel(channel_rows[0])
@@ -194,9 +216,8 @@ def loaded(rows: list) -> Loaded:
         for name in (*BOOK, "settle_price"):
             values[name] = _decimal(values[name])
         positions.append(Position(channel=channel, **values))
-    stored = {row[0]: StoredTrade(row[0], row[1], row[2], _decimal(row[3]), _decimal(row[4]), int(row[5]))
-              for row in trade_rows}
-    return Loaded(channel, stored, positions, {market: _decimal(price) for market, price in mark_rows})
+    return Loaded(channel, stored_trades(trade_rows[0]) if stored else None, positions,
+                  {market: _decimal(price) for market, price in mark_rows})
 
 
 def _channel(row) -> Channel:
@@ -254,12 +275,51 @@ def _ended_cleanly(exc_type) -> bool:
     return exc_type is None or issubclass(exc_type, DomainError)
 
 
-class TradeSession:
+def _already_recorded(exc: Exception) -> bool:
+    """Whether ``exc`` is the trades' unique constraint refusing an external id recorded before."""
+    return isinstance(exc, psycopg.errors.UniqueViolation) and exc.diag.constraint_name == TRADE_EXTERNAL_ID_UNIQUE
+
+
+class _OwnTransaction:
+    """What a session running its own transaction knows of it, and the statements that open it.
+
+    Such a session ``assumes_new``: it may leave the stored trades unread (``load(stored=False)``) and count on the
+    trades' unique constraint to refuse an external id recorded before. ``store`` then answers False (the script
+    failed; the transaction is in error), and the next script rolls it back and begins anew (``_opening``). Inside a
+    caller's transaction nothing can be rolled back alone, so there (and on SQLite) the stored trades are always read.
+    """
+
+    begun = committed = failed = False
+    assumes_new = True
+    unread = False  # this transaction's load left the stored trades unread: a refusal by the constraint is expected
+
+    def _opening(self) -> list[pipeline.Statement]:
+        """What the next script starts with: BEGIN when no transaction is open; after a failed store, ROLLBACK too."""
+        if self.failed:
+            self.failed = False
+            return [ROLLBACK, BEGIN]
+        if self.begun:
+            return []
+        self.begun = True
+        return [BEGIN]
+
+    def _stored_and_commit(self, results: list) -> dict[str, StoredTrade]:
+        self.begun = False
+        return stored_trades(results[0])
+
+    def _store_failed(self, exc: psycopg.Error) -> bool:
+        """False, after a store that ``exc`` ended: the constraint refused a trade taken for new (see above)."""
+        if not (self.unread and _already_recorded(exc)):
+            raise exc
+        self.failed = True
+        return False
+
+
+class TradeSession(_OwnTransaction):
     """One request's transaction on the trade path, on a database thread (see the module's docstring)."""
 
     def __enter__(self):
-        self.own = pipeline.own_transaction()
-        self.begun = self.committed = False
+        self.own = self.assumes_new = pipeline.own_transaction()
         if self.own:
             self._holding = outbox.holding()
             self.held = self._holding.__enter__()
@@ -273,7 +333,7 @@ class TradeSession:
             return self._atomic.__exit__(exc_type, exc, tb)
         self._holding.__exit__(exc_type, exc, tb)
         if self.begun and not self.committed:  # a replay, a refusal or an error: nothing was written
-            pipeline.end(keep=_ended_cleanly(exc_type))
+            pipeline.end(keep=_ended_cleanly(exc_type) and not self.failed)
         if exc_type is None and self.held:
             outbox.publish(list(self.held))  # committed: the notices, together (one layer message per peer)
         return False
@@ -281,29 +341,41 @@ class TradeSession:
     def _run(self, statements: list[pipeline.Statement]) -> list[list[tuple] | None]:
         return pipeline.run(statements)
 
-    def load(self, **request) -> Loaded:
-        statements = load_statements(**request)
+    def load(self, *, stored: bool, **request) -> Loaded:
+        stored = stored or not self.assumes_new
+        self.unread = not stored
+        statements = load_statements(**request, stored=stored)
         if self.own:
-            statements.insert(0, BEGIN)
-            self.begun = True
-        return loaded(self._run(statements))
+            statements[:0] = self._opening()
+        return loaded(self._run(statements), stored=stored)
+
+    def stored_and_commit(self, *, peer_id: int, channel_id: str, external_ids: list[str]) -> dict[str, StoredTrade]:
+        """The stored trades of ``external_ids``; the transaction, which wrote nothing, ends (``assumes_new`` only)."""
+        return self._stored_and_commit(self._run([stored_statement([channel_id, peer_id, peer_id], external_ids),
+                                                  COMMIT]))
 
     def store(self, *, channel: Channel, peer_id: int, new_positions: list[Position],
-              changed_positions: list[Position], trades: list[NewTrade], channel_fields: dict) -> None:
-        """Write what the request decided, and commit when the session is its own. ``new_positions`` get their keys."""
+              changed_positions: list[Position], trades: list[NewTrade], channel_fields: dict) -> bool:
+        """Write what the request decided, and commit when the session is its own. ``new_positions`` get their keys.
+        False: an external id was recorded before, nothing was written (see ``_OwnTransaction``)."""
         now = _adapt(Trade, "recorded_at", timezone.now())
         if not _postgres():
             self._one_by_one(channel, peer_id, new_positions, changed_positions, trades, now)
             if channel_fields:
                 self._run([_channel_update(channel)])
-            return
+            return True
         statements = store_statements(channel=channel, peer_id=peer_id, new_positions=new_positions,
                                       changed_positions=changed_positions, trades=trades,
                                       channel_fields=channel_fields, now=now)
         if self.own:
             statements.append(COMMIT)
-        assign_keys(self._run(statements), new_positions, changed_positions)
+        try:
+            results = self._run(statements)
+        except psycopg.Error as exc:
+            return self._store_failed(exc)
+        assign_keys(results, new_positions, changed_positions)
         self.committed = self.own
+        return True
 
     def _one_by_one(self, channel, peer_id, new_positions, changed_positions, trades, now) -> None:
         """SQLite: in-process, one writer; a statement each costs no network, and ``executemany`` keeps a batch
@@ -327,14 +399,13 @@ class TradeSession:
                   t.position.pk) for t in trades])
 
 
-class AsyncTradeSession:
+class AsyncTradeSession(_OwnTransaction):
     """``TradeSession`` on the event loop (PostgreSQL; channels_app/aiodb.py): always its own transaction, on a
     connection of the loop's pool, the same statements in the same two round trips."""
 
     async def __aenter__(self):
         self._connection = (await aiodb.pool()).connection()
         self.conn = await self._connection.__aenter__()
-        self.begun = self.committed = False
         self._holding = outbox.holding()
         self.held = self._holding.__enter__()
         return self
@@ -344,7 +415,7 @@ class AsyncTradeSession:
         try:
             if self.begun and not self.committed:  # a replay, a refusal or an error: nothing was written
                 try:
-                    await self.conn.execute("COMMIT" if _ended_cleanly(exc_type) else "ROLLBACK")
+                    await self.conn.execute("COMMIT" if _ended_cleanly(exc_type) and not self.failed else "ROLLBACK")
                 except psycopg.Error:
                     if exc_type is None:
                         raise  # else the connection broke with the error at hand: the pool drops it
@@ -354,13 +425,13 @@ class AsyncTradeSession:
             outbox.publish(list(self.held))  # committed: the notices, together (one layer message per peer)
         return False
 
-    async def load(self, **request) -> Loaded:
-        self.begun = True
-        statements = [BEGIN, *load_statements(**request)]
+    async def load(self, *, stored: bool, **request) -> Loaded:
+        opening, self.unread = self._opening(), not stored
+        statements = [*opening, *load_statements(**request, stored=stored)]
         try:
-            return loaded(await pipeline.arun(self.conn, statements))
+            return loaded(await pipeline.arun(self.conn, statements), stored=stored)
         except psycopg.OperationalError:
-            if not self.conn.closed:
+            if not self.conn.closed or opening != [BEGIN]:
                 raise
         # The server had dropped the pooled connection (a restart, a reaper) just before it was taken, too recently
         # for the pool's check to see: nothing was done on it, so once more, on another one.
@@ -368,14 +439,23 @@ class AsyncTradeSession:
         await self._connection.__aexit__(None, None, None)
         self._connection = (await aiodb.pool()).connection()
         self.conn = await self._connection.__aenter__()
-        return loaded(await pipeline.arun(self.conn, statements))
+        return loaded(await pipeline.arun(self.conn, statements), stored=stored)
+
+    async def stored_and_commit(self, *, peer_id: int, channel_id: str,
+                                external_ids: list[str]) -> dict[str, StoredTrade]:
+        return self._stored_and_commit(await pipeline.arun(
+            self.conn, [stored_statement([channel_id, peer_id, peer_id], external_ids), COMMIT]))
 
     async def store(self, *, channel: Channel, peer_id: int, new_positions: list[Position],
-                    changed_positions: list[Position], trades: list[NewTrade], channel_fields: dict) -> None:
+                    changed_positions: list[Position], trades: list[NewTrade], channel_fields: dict) -> bool:
         statements = store_statements(channel=channel, peer_id=peer_id, new_positions=new_positions,
                                       changed_positions=changed_positions, trades=trades,
                                       channel_fields=channel_fields,
                                       now=_adapt(Trade, "recorded_at", timezone.now()))
-        assign_keys(await pipeline.arun(self.conn, [*statements, COMMIT]), new_positions,
-                    changed_positions)
+        try:
+            results = await pipeline.arun(self.conn, [*statements, COMMIT])
+        except psycopg.Error as exc:
+            return self._store_failed(exc)
+        assign_keys(results, new_positions, changed_positions)
         self.committed = True
+        return True

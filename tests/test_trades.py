@@ -152,6 +152,26 @@ async def test_replaying_a_trade_is_idempotent_from_either_side(pair):
     assert (await alice.positions(channel_id))["ETH/USD"]["amount"] == "2"
 
 
+async def test_a_replay_answers_as_a_replay_where_the_same_trade_new_would_be_refused(pair):
+    """The trade path decides a request as new before it knows which of its trades are stored
+    (services.trades' ``_recording``): a refusal it reaches so must still give way to the replay it was."""
+    alice, bob, channel_id = pair
+    data = trade(channel_id, external_id="r-1", direction="buy", amount="10", price="100")
+    first = await alice.ok("record_trade", data)
+    await database_sync_to_async(set_mark)(market="ETH/USD", price=Decimal("200"), source="test")
+    # bob's balance is 0 now (red): a new trade that grows the position is refused...
+    await alice.error("record_trade", {**data, "external_id": "r-2"}, code="margin_call")
+    # ...the same trade again is a replay, from either side
+    assert (await alice.ok("record_trade", data))["data"] == first["data"]
+    assert (await bob.ok("record_trade", {**data, "direction": "sell"}))["data"] == first["data"]
+    # and in a batch with a new trade, that new trade is still refused, by its index
+    items = [{k: v for k, v in item.items() if k != "channel_id"} for item in (data, trade(channel_id, "r-3"))]
+    error = await alice.error("record_trades", {"channel_id": channel_id, "trades": items}, code="margin_call")
+    assert error["error"].startswith("data.trades[1]: margin call")
+    assert await Trade.objects.acount() == 1
+    assert (await alice.positions(channel_id))["ETH/USD"]["amount"] == "10"
+
+
 async def test_same_external_id_with_different_content_is_duplicate_trade(pair):
     alice, bob, channel_id = pair
     await alice.record(channel_id, external_id="d-1", amount="2", price="100")

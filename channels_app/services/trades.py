@@ -171,14 +171,40 @@ def announce(channel: Channel, decision: Decision, marks: dict[str, Decimal]) ->
 
 
 def _recording(*, peer_id: int, channel_id: str, trades: list[TradeInput]):
-    """The steps of recording ``trades``, for a session to carry out: yields (method, arguments) of the session
-    (``load``, then ``store`` unless nothing is fresh) and is sent back what it returned; returns the ``Recorded``.
-    So the rules exist once, whether a database thread runs them (``record_trades``) or the event loop
-    (``arecord_trades``)."""
+    """The steps of recording ``trades``, for a session to carry out: yields (method, arguments) of the session and
+    is sent back what it returned; returns the ``Recorded``. So the rules exist once, whether a database thread runs
+    them (``record_trades``) or the event loop (``arecord_trades``).
+
+    The channel row lock (``load``) serializes everything on this channel: idempotency check, position, margin.
+    Most requests carry trades never seen before, so the first ``load`` leaves out the lookup of stored trades when
+    the session can do without it (``assumes_new``, channels_app/tradestore.py; on PostgreSQL the lookup was a
+    third of the database's time a trade, bench/RESULTS.md), and the request is decided as if every item were new:
+
+    - stored: the usual two round trips;
+    - an external id recorded before (a replay): the trades' unique constraint refuses the store, nothing is written,
+      and the request starts again, this time with the lookup (``load(stored=True)``), as below;
+    - refused (margin, the channel's state): a refusal is only final for trades not stored yet, so the lookup follows
+      and ends the transaction (``stored_and_commit``, still two round trips); if an item was stored after all, the
+      request starts again with it.
+    """
     external_ids = [item.external_id for item in trades]
-    # The channel row lock serializes everything on this channel: idempotency check, position, margin.
-    loaded = yield "load", dict(peer_id=peer_id, channel_id=channel_id, external_ids=external_ids,
-                                markets={item.market for item in trades})
+    load = dict(peer_id=peer_id, channel_id=channel_id, external_ids=external_ids,
+                markets={item.market for item in trades})
+    loaded = yield "load", dict(load, stored=False)
+    if loaded.channel is not None and loaded.stored is None:
+        channel = loaded.channel
+        try:
+            fresh = fresh_items(channel=channel, role=channel.role_of(peer_id), trades=trades, stored={})
+            decision = decide(channel=channel, fresh=fresh, positions=loaded.positions, marks=loaded.marks)
+        except DomainError as refusal:
+            if not (yield "stored_and_commit", dict(peer_id=peer_id, channel_id=channel_id,
+                                                    external_ids=external_ids)):
+                raise refusal
+        else:
+            if (yield "store", _store(channel, peer_id, decision)):
+                announce(channel, decision, loaded.marks)
+                return Recorded(channel, external_ids, [False] * len(trades))
+        loaded = yield "load", dict(load, stored=True)  # a transaction anew: the stored trades read
     channel = loaded.channel
     if channel is None:
         raise channel_not_found()
@@ -186,12 +212,17 @@ def _recording(*, peer_id: int, channel_id: str, trades: list[TradeInput]):
     if not fresh:  # a replay: answered from what is stored, nothing changes, nobody is notified
         return Recorded(channel, external_ids, [True] * len(trades))
     decision = decide(channel=channel, fresh=fresh, positions=loaded.positions, marks=loaded.marks)
-    yield "store", dict(channel=channel, peer_id=peer_id, new_positions=decision.created,
-                        changed_positions=[p for p in decision.touched if p.pk is not None],
-                        trades=decision.new_trades, channel_fields=decision.channel_fields)
+    yield "store", _store(channel, peer_id, decision)  # the stored trades were read under the lock: no refusal
     announce(channel, decision, loaded.marks)
     stored_now = {item.external_id for _, item, _ in fresh}
     return Recorded(channel, external_ids, [external_id not in stored_now for external_id in external_ids])
+
+
+def _store(channel: Channel, peer_id: int, decision: Decision) -> dict:
+    """The arguments of the session's ``store`` for ``decision``."""
+    return dict(channel=channel, peer_id=peer_id, new_positions=decision.created,
+                changed_positions=[p for p in decision.touched if p.pk is not None], trades=decision.new_trades,
+                channel_fields=decision.channel_fields)
 
 
 def record_trades(*, peer: Peer, channel_id: str, trades: list[TradeInput]) -> Recorded:
