@@ -283,14 +283,14 @@ def _already_recorded(exc: Exception) -> bool:
 class _OwnTransaction:
     """What a session running its own transaction knows of it, and the statements that open it.
 
-    Such a session ``assumes_new``: it may leave the stored trades unread (``load(stored=False)``) and count on the
-    trades' unique constraint to refuse an external id recorded before. ``store`` then answers False (the script
+    Such a session (``own``) may leave the stored trades unread (``load(stored=False)``) and count on the trades'
+    unique constraint to refuse an external id recorded before. ``store`` then answers False (the script
     failed; the transaction is in error), and the next script rolls it back and begins anew (``_opening``). Inside a
     caller's transaction nothing can be rolled back alone, so there (and on SQLite) the stored trades are always read.
     """
 
+    own = True  # False: inside a caller's transaction, or on SQLite (``TradeSession``)
     begun = committed = failed = False
-    assumes_new = True
     unread = False  # this transaction's load left the stored trades unread: a refusal by the constraint is expected
 
     def _opening(self) -> list[pipeline.Statement]:
@@ -303,7 +303,18 @@ class _OwnTransaction:
         self.begun = True
         return [BEGIN]
 
-    def _stored_and_commit(self, results: list) -> dict[str, StoredTrade]:
+    def _load_script(self, stored: bool, request: dict) -> tuple[list[pipeline.Statement], bool]:
+        """The load's script, and whether it reads the stored trades (always, unless the transaction is ``own``)."""
+        stored = stored or not self.own
+        self.unread = not stored
+        opening = self._opening() if self.own else []
+        return [*opening, *load_statements(**request, stored=stored)], stored
+
+    @staticmethod
+    def _stored_and_commit_script(*, peer_id: int, channel_id: str, external_ids: list[str]) -> list:
+        return [stored_statement([channel_id, peer_id, peer_id], external_ids), COMMIT]
+
+    def _stored_and_committed(self, results: list) -> dict[str, StoredTrade]:
         self.begun = False
         return stored_trades(results[0])
 
@@ -319,7 +330,7 @@ class TradeSession(_OwnTransaction):
     """One request's transaction on the trade path, on a database thread (see the module's docstring)."""
 
     def __enter__(self):
-        self.own = self.assumes_new = pipeline.own_transaction()
+        self.own = pipeline.own_transaction()
         if self.own:
             self._holding = outbox.holding()
             self.held = self._holding.__enter__()
@@ -342,17 +353,13 @@ class TradeSession(_OwnTransaction):
         return pipeline.run(statements)
 
     def load(self, *, stored: bool, **request) -> Loaded:
-        stored = stored or not self.assumes_new
-        self.unread = not stored
-        statements = load_statements(**request, stored=stored)
-        if self.own:
-            statements[:0] = self._opening()
+        statements, stored = self._load_script(stored, request)
         return loaded(self._run(statements), stored=stored)
 
-    def stored_and_commit(self, *, peer_id: int, channel_id: str, external_ids: list[str]) -> dict[str, StoredTrade]:
-        """The stored trades of ``external_ids``; the transaction, which wrote nothing, ends (``assumes_new`` only)."""
-        return self._stored_and_commit(self._run([stored_statement([channel_id, peer_id, peer_id], external_ids),
-                                                  COMMIT]))
+    def stored_and_commit(self, **request) -> dict[str, StoredTrade]:
+        """The stored trades of the request's external ids; the transaction, which wrote nothing, ends (``own``
+        sessions only)."""
+        return self._stored_and_committed(self._run(self._stored_and_commit_script(**request)))
 
     def store(self, *, channel: Channel, peer_id: int, new_positions: list[Position],
               changed_positions: list[Position], trades: list[NewTrade], channel_fields: dict) -> bool:
@@ -426,12 +433,11 @@ class AsyncTradeSession(_OwnTransaction):
         return False
 
     async def load(self, *, stored: bool, **request) -> Loaded:
-        opening, self.unread = self._opening(), not stored
-        statements = [*opening, *load_statements(**request, stored=stored)]
+        statements, stored = self._load_script(stored, request)
         try:
             return loaded(await pipeline.arun(self.conn, statements), stored=stored)
         except psycopg.OperationalError:
-            if not self.conn.closed or opening != [BEGIN]:
+            if not self.conn.closed or statements[0] != BEGIN:  # only a script that opened the transaction
                 raise
         # The server had dropped the pooled connection (a restart, a reaper) just before it was taken, too recently
         # for the pool's check to see: nothing was done on it, so once more, on another one.
@@ -441,10 +447,8 @@ class AsyncTradeSession(_OwnTransaction):
         self.conn = await self._connection.__aenter__()
         return loaded(await pipeline.arun(self.conn, statements), stored=stored)
 
-    async def stored_and_commit(self, *, peer_id: int, channel_id: str,
-                                external_ids: list[str]) -> dict[str, StoredTrade]:
-        return self._stored_and_commit(await pipeline.arun(
-            self.conn, [stored_statement([channel_id, peer_id, peer_id], external_ids), COMMIT]))
+    async def stored_and_commit(self, **request) -> dict[str, StoredTrade]:
+        return self._stored_and_committed(await pipeline.arun(self.conn, self._stored_and_commit_script(**request)))
 
     async def store(self, *, channel: Channel, peer_id: int, new_positions: list[Position],
                     changed_positions: list[Position], trades: list[NewTrade], channel_fields: dict) -> bool:

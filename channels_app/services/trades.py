@@ -177,7 +177,7 @@ def _recording(*, peer_id: int, channel_id: str, trades: list[TradeInput]):
 
     The channel row lock (``load``) serializes everything on this channel: idempotency check, position, margin.
     Most requests carry trades never seen before, so the first ``load`` leaves out the lookup of stored trades when
-    the session can do without it (``assumes_new``, channels_app/tradestore.py; on PostgreSQL the lookup was a
+    the session can do without it (``_OwnTransaction``, channels_app/tradestore.py; on PostgreSQL the lookup was a
     third of the database's time a trade, bench/RESULTS.md), and the request is decided as if every item were new:
 
     - stored: the usual two round trips;
@@ -188,8 +188,8 @@ def _recording(*, peer_id: int, channel_id: str, trades: list[TradeInput]):
       request starts again with it.
     """
     external_ids = [item.external_id for item in trades]
-    load = dict(peer_id=peer_id, channel_id=channel_id, external_ids=external_ids,
-                markets={item.market for item in trades})
+    mine = dict(peer_id=peer_id, channel_id=channel_id, external_ids=external_ids)
+    load = dict(mine, markets={item.market for item in trades})
     loaded = yield "load", dict(load, stored=False)
     if loaded.channel is not None and loaded.stored is None:
         channel = loaded.channel
@@ -197,8 +197,7 @@ def _recording(*, peer_id: int, channel_id: str, trades: list[TradeInput]):
             fresh = fresh_items(channel=channel, role=channel.role_of(peer_id), trades=trades, stored={})
             decision = decide(channel=channel, fresh=fresh, positions=loaded.positions, marks=loaded.marks)
         except DomainError as refusal:
-            if not (yield "stored_and_commit", dict(peer_id=peer_id, channel_id=channel_id,
-                                                    external_ids=external_ids)):
+            if not (yield "stored_and_commit", mine):
                 raise refusal
         else:
             if (yield "store", _store(channel, peer_id, decision)):
