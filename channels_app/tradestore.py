@@ -51,12 +51,13 @@ from channels_app.pipeline import BEGIN, COMMIT, ROLLBACK, Prepared
 logger = logging.getLogger(__name__)
 CHANNEL, PEER, POSITION, TRADE, MARK = (m._meta.db_table for m in (Channel, Peer, Position, Trade, MarkPrice))
 LIVE = "(" + ", ".join(f"'{status}'" for status in LIVE_POSITION_STATUSES) + ")"
+# The channel's fields a trade may change: its UPDATE writes them all (one statement text), each as the lock read
+# it unless the decision changed it, so each must be read (a field left unread was written back as its default).
+CHANNEL_FIELDS = ("closed_pnl", "initiator_zone", "responder_zone", "margin_call_due_at", "margin_call_error")
 CHANNEL_COLUMNS = ("id", "channel_id", "status", "initiator_id", "responder_id", "nonce", "margin_deposit",
-                   "closed_pnl", "initiator_zone", "responder_zone", "margin_call_due_at", "responder_name",
-                   "responder_url")
+                   "responder_name", "responder_url", *CHANNEL_FIELDS)  # what the lock reads
 POSITION_COLUMNS = ("id", "market", "status", "quantity", "cost", "realized_pnl", "last_price", "settle_price")
 BOOK = ("quantity", "cost", "realized_pnl", "last_price")
-CHANNEL_FIELDS = ("closed_pnl", "initiator_zone", "responder_zone", "margin_call_due_at", "margin_call_error")
 
 # --- the statements -------------------------------------------------------------------------------------------
 _MINE = f"(SELECT id FROM {CHANNEL} WHERE channel_id = %s AND (initiator_id = %s OR responder_id = %s))"
@@ -224,8 +225,12 @@ def _channel(row) -> Channel:
     values = dict(zip(CHANNEL_COLUMNS, row[:len(CHANNEL_COLUMNS)]))
     for name in ("margin_deposit", "closed_pnl"):
         values[name] = _decimal(values[name])
-    if isinstance(values["margin_call_due_at"], str):  # SQLite hands it back as text
-        values["margin_call_due_at"] = parse_datetime(values["margin_call_due_at"])
+    due = values["margin_call_due_at"]
+    if isinstance(due, str):  # SQLite may hand it back as text
+        due = parse_datetime(due)
+    if due is not None and timezone.is_naive(due):  # SQLite: naive, in the connection's time zone (Django's own)
+        due = timezone.make_aware(due, connection.timezone)
+    values["margin_call_due_at"] = due
     channel = Channel(**values)
     i_address, i_name, i_url, r_address, r_name, r_url = row[len(CHANNEL_COLUMNS):]
     channel.initiator = Peer(id=values["initiator_id"], address=i_address, name=i_name, url=i_url)

@@ -16,6 +16,7 @@ from channels.db import database_sync_to_async
 
 from channels_app.models import Channel
 from channels_app.services import marks
+from settlement import margin_calls
 from settlement import services as settlement_services
 from settlement.models import Settlement, SettlementState
 from tests.client import trade
@@ -234,6 +235,25 @@ async def test_the_margin_call_waits_while_its_method_is_unavailable(long_ten, s
     settings.MARGIN_FORCED_SETTLEMENT_METHOD = "mock"  # the method is back: the next round starts it
     await wait_for_settlements(channel_id, 1)
     await alice.notification("settlement_notification", state="completed")  # the worker done before teardown
+
+
+async def test_a_trade_in_red_keeps_the_reason_the_margin_call_waits(long_ten, settings):
+    """The trade path writes the channel's fields in one statement; the one it does not change (why the forced
+    settlement could not start) stays as the worker wrote it, for the back office to show."""
+    settings.SETTLEMENT_WORKER_IN_PROCESS = False  # its round below, called here: nothing runs in between
+    settings.MARGIN_FORCED_SETTLEMENT_METHOD = "escrow"  # no chain configured here: unavailable
+    alice, bob, channel_id = long_ten
+    await mark((alice, bob), channel_id, "19.5")  # Bob at 5: red, a margin call due
+    channel = await Channel.objects.aget(channel_id=channel_id)
+    assert await database_sync_to_async(margin_calls.start)(channel_pk=channel.pk) is None  # it cannot start yet
+    reason = (await Channel.objects.aget(pk=channel.pk)).margin_call_error
+    assert "escrow is not available" in reason
+
+    # Alice closes her position at the mark: the channel's closed PnL changes, Bob stays at 5, in red
+    await alice.record(channel_id, external_id="close", direction="sell", amount="10", price="19.5")
+    channel = await Channel.objects.aget(pk=channel.pk)
+    assert channel.closed_pnl == Decimal("95") and channel.responder_zone == "red"
+    assert channel.margin_call_due_at is not None and channel.margin_call_error == reason
 
 
 async def test_recompute_positions_fix_rezones_channels_after_the_rate_changed(long_ten, settings):

@@ -217,7 +217,7 @@ def snapshot(channel: Channel) -> dict:
         "trades": [(t.external_id, t.market, t.direction, t.initiator_direction, t.amount, t.price, t.executed_at,
                     key[t.position_id]) for t in channel.trades.order_by("id")],
         "channel": (channel.status, channel.closed_pnl, channel.initiator_zone, channel.responder_zone,
-                    channel.margin_call_due_at is None),
+                    channel.margin_call_due_at is None, channel.margin_call_error),
         "margins": tuple(selectors.margins(channel)),
     }
 
@@ -282,6 +282,9 @@ def test_on_random_histories_the_plain_sql_path_stores_what_the_orm_reference_st
             responder = Peer.objects.create(address=Account.create().address)
             channel = opened_channel(initiator=initiator, responder_address=responder.address,
                                      margin_deposit=Decimal("500"))
+            # the payment worker's note of why a margin call could not start: no trade changes it, yet the trade's
+            # UPDATE writes it (with the fields it does change)
+            Channel.objects.filter(pk=channel.pk).update(margin_call_error="escrow is not available yet")
             sides.append((channel, initiator, responder, record, []))
         for op in history:
             if op[0] == "mark":  # marks are the operator's, for every channel alike
@@ -302,5 +305,6 @@ def test_on_random_histories_the_plain_sql_path_stores_what_the_orm_reference_st
     run()
 
 
-settings_for_db = settings(max_examples=40, deadline=None, database=None, derandomize=True,
+# 60: at 40 no history had a trade rewrite the channel's fields with the worker's note unread (a defect it missed)
+settings_for_db = settings(max_examples=60, deadline=None, database=None, derandomize=True,
                            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
