@@ -33,7 +33,6 @@ import orjson
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from channels_app import aiodb, outbox, pipeline
 from channels_app.errors import DomainError
@@ -225,12 +224,10 @@ def _channel(row) -> Channel:
     values = dict(zip(CHANNEL_COLUMNS, row[:len(CHANNEL_COLUMNS)]))
     for name in ("margin_deposit", "closed_pnl"):
         values[name] = _decimal(values[name])
+    # SQLite's is naive, in the connection's zone: made aware as Django's own converter does
     due = values["margin_call_due_at"]
-    if isinstance(due, str):  # SQLite may hand it back as text
-        due = parse_datetime(due)
-    if due is not None and timezone.is_naive(due):  # SQLite: naive, in the connection's time zone (Django's own)
-        due = timezone.make_aware(due, connection.timezone)
-    values["margin_call_due_at"] = due
+    if due is not None and timezone.is_naive(due):
+        values["margin_call_due_at"] = timezone.make_aware(due, connection.timezone)
     channel = Channel(**values)
     i_address, i_name, i_url, r_address, r_name, r_url = row[len(CHANNEL_COLUMNS):]
     channel.initiator = Peer(id=values["initiator_id"], address=i_address, name=i_name, url=i_url)
