@@ -99,13 +99,19 @@ class Channel(models.Model):
 # A channel's trades by external id: an id recorded again is a replay (the trade path counts on this constraint to
 # refuse one it took for new: channels_app/tradestore.py).
 TRADE_EXTERNAL_ID_UNIQUE = "trade_external_id_unique"
+# A trade's position is of the trade's own channel: on PostgreSQL one composite foreign key checks both references
+# (``trade_position_of_its_channel``, migration 0007: Django 5.2 cannot declare one, so the trade's ``channel`` and
+# ``position`` say ``db_constraint=False``; docs/protocol.md, Storage). This unique key is what it refers to.
+POSITION_KEY_WITH_CHANNEL = "position_key_with_channel"
 
 
 class Trade(models.Model):
     """One execution between the two parties, as recorded by one of them. Immutable once stored."""
 
-    # No index of its own: the unique (channel, external_id) leads with it (one index less to write a trade).
-    channel = models.ForeignKey(Channel, on_delete=models.PROTECT, related_name="trades", db_index=False)
+    # No index of its own: the unique (channel, external_id) leads with it (one index less to write a trade). No
+    # foreign key of its own on PostgreSQL either: trade_position_of_its_channel checks it with the position.
+    channel = models.ForeignKey(Channel, on_delete=models.PROTECT, related_name="trades", db_index=False,
+                                db_constraint=False)
     external_id = models.CharField(max_length=128)
     recorded_by = models.ForeignKey(Peer, on_delete=models.PROTECT, related_name="recorded_trades")
     market = models.CharField(max_length=33)
@@ -116,7 +122,8 @@ class Trade(models.Model):
     executed_at = models.BigIntegerField(help_text="Unix seconds")
     recorded_at = models.DateTimeField(auto_now_add=True)
     position = models.ForeignKey(
-        "Position", on_delete=models.PROTECT, related_name="trades", help_text="The position it was booked to"
+        "Position", on_delete=models.PROTECT, related_name="trades", help_text="The position it was booked to",
+        db_constraint=False,  # trade_position_of_its_channel (above)
     )
 
     class Meta:
@@ -175,7 +182,8 @@ class Position(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["channel", "market"], condition=Q(status="open"), name="one_open_position_per_market"
-            )
+            ),
+            models.UniqueConstraint(fields=["id", "channel"], name=POSITION_KEY_WITH_CHANNEL),
         ]
         indexes = [models.Index(fields=["channel", "status"])]
 

@@ -194,6 +194,48 @@ def test_a_batch_closes_a_position_and_opens_the_next_one_in_its_market(channel_
                                                                           "open"]
 
 
+def _stray_trade(channel: Channel, peer: Peer, **references) -> None:
+    """Stores a trade outside the services, naming ``references`` (channel_id, position_id), in a transaction of
+    its own: the keys are checked at its COMMIT."""
+    from django.db import transaction
+
+    from channels_app.models import Trade
+
+    with transaction.atomic():
+        Trade.objects.create(external_id="stray", recorded_by=peer, market="ETH/USD", direction="buy",
+                             initiator_direction="buy", amount=Decimal("1"), price=Decimal("100"),
+                             executed_at=EXECUTED_AT, **references)
+
+
+@pytest.mark.parametrize("stray", [
+    "missing position", "missing channel",
+    pytest.param("another channel's position", marks=pytest.mark.skipif(
+        os.environ.get("DATABASE_URL", "").split(":")[0] not in ("postgres", "postgresql"),
+        reason="SQLite checks each reference alone (channels_app/migrations/0007)")),
+])
+def test_the_database_refuses_a_trade_whose_position_is_not_of_its_channel(channel_and_peers, stray):
+    """The trade's channel and position, checked by one composite key on PostgreSQL (two on SQLite): whatever
+    writes a trade, the ledger cannot book it to a position of another channel, or of none."""
+    from django.db import IntegrityError
+
+    from channels_app.models import Trade
+
+    channel, alice, bob = channel_and_peers
+    other = opened_channel(initiator=alice, responder_address=Account.create().address,
+                           margin_deposit=Decimal("1000"))
+    plain_sql(peer=alice, channel_id=channel.channel_id, trades_in=[item("mine")])
+    plain_sql(peer=alice, channel_id=other.channel_id, trades_in=[item("theirs")])
+    mine, theirs = (Position.objects.get(channel=c) for c in (channel, other))
+    references = {"missing position": {"channel_id": channel.pk, "position_id": theirs.pk + mine.pk + 1},
+                  "missing channel": {"channel_id": channel.pk + other.pk + 1, "position_id": mine.pk},
+                  "another channel's position": {"channel_id": channel.pk, "position_id": theirs.pk}}[stray]
+    with pytest.raises(IntegrityError):
+        _stray_trade(channel, alice, **references)
+    assert sorted(Trade.objects.values_list("external_id", flat=True)) == ["mine", "theirs"]
+    _stray_trade(channel, bob, channel_id=channel.pk, position_id=mine.pk)  # what the key lets through
+    assert channel.trades.filter(external_id="stray", position=mine).exists()
+
+
 # --- the plain-SQL path against the ORM reference, on random histories -------------------------------------
 MARKETS = ("ETH/USD", "BTC/USD", "ETH/USDT")
 amounts = st.sampled_from(["0.5", "1", "1", "1.25", "2", "2", "3", "7.125"])  # repeats: positions go flat
