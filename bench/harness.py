@@ -127,6 +127,7 @@ class Connection:
         self.reqids = itertools.count(1)
         self.pending: dict[int, asyncio.Future] = {}
         self.positions_heard = 0
+        self.last_position_at = 0.0  # perf_counter() when the latest position_notification came
         self.reader = asyncio.ensure_future(self._read()) if read else None
 
     @classmethod
@@ -146,6 +147,7 @@ class Connection:
                 if frame.get("event") in NOTIFICATIONS:
                     if frame["event"] == "position_notification":
                         self.positions_heard += 1
+                        self.last_position_at = time.perf_counter()
                     continue
                 future = self.pending.pop(frame.get("reqid"), None)
                 if future is not None and not future.done():
@@ -295,8 +297,9 @@ async def run_share(scenario: str, urls: list[str], pairs: list[int], duration: 
         while time.monotonic() < deadline and any(c.positions_heard < expected[id(c)] for c in conns):
             await asyncio.sleep(0.05)
         delivered = all(c.positions_heard >= expected[id(c)] for c in conns)
-        # how long after the last reply the last notification came: a backlog shows here, not in "delivered"
-        heard_after = time.perf_counter() - (started + elapsed) if delivered else None
+        # how long after the last reply the last notification came (as it came, not when the look above found it):
+        # a backlog shows here, not in "delivered"
+        heard_after = max(0.0, max(c.last_position_at for c in conns) - (started + elapsed)) if delivered else None
     for conn in conns:
         await conn.close()
     return {"done": done, "elapsed": elapsed, "latencies": latencies, "delivered": delivered,
