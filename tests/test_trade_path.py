@@ -26,8 +26,8 @@ from tests.factories import opened_channel
 pytestmark = pytest.mark.django_db(transaction=True)  # the path's own transaction, as on the server
 
 
-PG_ONLY = pytest.mark.skipif(os.environ.get("DATABASE_URL", "").split(":")[0] not in ("postgres", "postgresql"),
-                             reason="round trips are PostgreSQL's: SQLite runs in the process")
+ON_POSTGRESQL = os.environ.get("DATABASE_URL", "").split(":")[0] in ("postgres", "postgresql")
+PG_ONLY = pytest.mark.skipif(not ON_POSTGRESQL, reason="round trips are PostgreSQL's: SQLite runs in the process")
 
 
 def item(external_id, market="ETH/USD", direction="buy", amount="1", price="100"):
@@ -194,7 +194,7 @@ def test_a_batch_closes_a_position_and_opens_the_next_one_in_its_market(channel_
                                                                           "open"]
 
 
-def _stray_trade(channel: Channel, peer: Peer, **references) -> None:
+def _stray_trade(peer: Peer, **references) -> None:
     """Stores a trade outside the services, naming ``references`` (channel_id, position_id), in a transaction of
     its own: the keys are checked at its COMMIT."""
     from django.db import transaction
@@ -210,8 +210,7 @@ def _stray_trade(channel: Channel, peer: Peer, **references) -> None:
 @pytest.mark.parametrize("stray", [
     "missing position", "missing channel",
     pytest.param("another channel's position", marks=pytest.mark.skipif(
-        os.environ.get("DATABASE_URL", "").split(":")[0] not in ("postgres", "postgresql"),
-        reason="SQLite checks each reference alone (channels_app/migrations/0007)")),
+        not ON_POSTGRESQL, reason="SQLite checks each reference alone (channels_app/migrations/0007)")),
 ])
 def test_the_database_refuses_a_trade_whose_position_is_not_of_its_channel(channel_and_peers, stray):
     """The trade's channel and position, checked by one composite key on PostgreSQL (two on SQLite): whatever
@@ -230,9 +229,9 @@ def test_the_database_refuses_a_trade_whose_position_is_not_of_its_channel(chann
                   "missing channel": {"channel_id": channel.pk + other.pk + 1, "position_id": mine.pk},
                   "another channel's position": {"channel_id": channel.pk, "position_id": theirs.pk}}[stray]
     with pytest.raises(IntegrityError):
-        _stray_trade(channel, alice, **references)
+        _stray_trade(alice, **references)
     assert sorted(Trade.objects.values_list("external_id", flat=True)) == ["mine", "theirs"]
-    _stray_trade(channel, bob, channel_id=channel.pk, position_id=mine.pk)  # what the key lets through
+    _stray_trade(bob, channel_id=channel.pk, position_id=mine.pk)  # what the key lets through
     assert channel.trades.filter(external_id="stray", position=mine).exists()
 
 

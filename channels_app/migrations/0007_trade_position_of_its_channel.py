@@ -3,7 +3,8 @@
 
 It is stricter than the two keys it replaces (a trade's position must be of the trade's own channel; the channel
 exists because the position's own key says so) and it is one check fewer a trade: PostgreSQL checks each key of each
-new row at COMMIT, about 3 us a check, a third of its work on a batch of trades (bench/RESULTS.md, ninth round).
+new row at COMMIT, about 3 us a check: the trade's three checks were half its work on a batch of trades
+(bench/RESULTS.md, tenth round).
 
 Django 5.2 cannot declare a composite foreign key, so the fields say ``db_constraint=False`` in the state and the
 database side is written out here, for PostgreSQL. SQLite keeps the two keys its table was made with (adding one
