@@ -26,13 +26,24 @@ def enabled() -> bool:
     return connection.vendor == "postgresql" and settings.TRADES_ON_EVENT_LOOP
 
 
+async def _configure(conn) -> None:
+    """What Django's pool does to each new connection of its own (``DatabaseWrapper._configure_connection``): the
+    session's zone set to Django's. Django's ``timestamptz`` loader labels what it reads with its zone, taking the
+    session to be in it: on a server in another zone every time read here was off by the offset, and a trade wrote
+    the channel's margin-call time back so. (Django's ``assume_role`` option is not taken here: unused.)"""
+    zone = connection.timezone_name
+    if zone and conn.info.parameter_status("TimeZone") != zone:
+        await conn.execute(connection.ops.set_time_zone_sql(), [zone])  # in autocommit: nothing to commit
+
+
 async def _open() -> AsyncConnectionPool:
     params = connection.get_connection_params()  # Django's, as its own connections get them (no I/O)
     params.pop("cursor_factory", None)  # Django's is for its sync connections
     sizes = connection.settings_dict["OPTIONS"].get("pool") or {}
     pool = AsyncConnectionPool(kwargs={**params, "autocommit": True}, min_size=1,
                                max_size=sizes.get("max_size", 10), timeout=sizes.get("timeout", 30),
-                               check=acheck_without_round_trip, name="trade-path", open=False)
+                               configure=_configure, check=acheck_without_round_trip, name="trade-path",
+                               open=False)
     try:
         await pool.open(wait=True)  # its first connection made before anyone asks (no second one opened meanwhile)
     except BaseException:

@@ -13,7 +13,9 @@ from decimal import Decimal
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import connection
 
+from channels_app import aiodb
 from channels_app.models import Channel
 from channels_app.services import marks
 from settlement import margin_calls
@@ -254,6 +256,41 @@ async def test_a_trade_in_red_keeps_the_reason_the_margin_call_waits(long_ten, s
     channel = await Channel.objects.aget(pk=channel.pk)
     assert channel.closed_pnl == Decimal("95") and channel.responder_zone == "red"
     assert channel.margin_call_due_at is not None and channel.margin_call_error == reason
+
+
+@database_sync_to_async
+def set_database_time_zone(zone: str | None) -> None:
+    """The database's own default zone for new sessions (``None``: the server's); Django's connections set theirs."""
+    with connection.cursor() as cursor:
+        name = connection.ops.quote_name(connection.settings_dict["NAME"])
+        cursor.execute(f"ALTER DATABASE {name} SET timezone TO '{zone}'" if zone else
+                       f"ALTER DATABASE {name} RESET timezone")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL server's zone for its sessions")
+async def test_a_trade_keeps_the_margin_calls_time_whatever_the_database_servers_zone(long_ten, settings):
+    """Django's loader reads a ``timestamptz`` as UTC because Django sets each of its connections' zone to UTC; the
+    trade path's own connections (channels_app/aiodb.py) must be set so too, or the due time the lock reads and the
+    trade writes back moves by the server's offset with every trade that changes the channel."""
+    settings.SETTLEMENT_WORKER_IN_PROCESS = False
+    settings.MARGIN_FORCED_SETTLEMENT_METHOD = "escrow"  # no chain configured here: the margin call stays due
+    alice, bob, channel_id = long_ten
+    await set_database_time_zone("America/New_York")
+    try:
+        await aiodb.close()  # the trade path's next connections are new sessions, in that zone
+        await mark((alice, bob), channel_id, "19.5")  # Bob in red: a margin call due
+        channel = await Channel.objects.aget(channel_id=channel_id)
+        await database_sync_to_async(margin_calls.start)(channel_pk=channel.pk)
+        due = (await Channel.objects.aget(pk=channel.pk)).margin_call_due_at
+        assert due is not None
+
+        await alice.record(channel_id, external_id="close", direction="sell", amount="10", price="19.5")
+        channel = await Channel.objects.aget(pk=channel.pk)
+        assert channel.closed_pnl == Decimal("95")  # the trade wrote the channel's fields back
+        assert channel.margin_call_due_at == due
+    finally:
+        await set_database_time_zone(None)
+        await aiodb.close()
 
 
 async def test_recompute_positions_fix_rezones_channels_after_the_rate_changed(long_ten, settings):
