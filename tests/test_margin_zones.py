@@ -239,23 +239,35 @@ async def test_the_margin_call_waits_while_its_method_is_unavailable(long_ten, s
     await alice.notification("settlement_notification", state="completed")  # the worker done before teardown
 
 
-async def test_a_trade_in_red_keeps_the_reason_the_margin_call_waits(long_ten, settings):
-    """The trade path writes the channel's fields in one statement; the one it does not change (why the forced
-    settlement could not start) stays as the worker wrote it, for the back office to show."""
-    settings.SETTLEMENT_WORKER_IN_PROCESS = False  # its round below, called here: nothing runs in between
-    settings.MARGIN_FORCED_SETTLEMENT_METHOD = "escrow"  # no chain configured here: unavailable
+@pytest.fixture
+async def waiting_margin_call(long_ten, settings):
+    """Bob at 5 (the mark at 19.5): red, a margin call due that cannot start (escrow, no chain configured here); the
+    worker's round called here, so nothing runs in between. The channel as the worker left it."""
+    settings.SETTLEMENT_WORKER_IN_PROCESS = False
+    settings.MARGIN_FORCED_SETTLEMENT_METHOD = "escrow"
     alice, bob, channel_id = long_ten
-    await mark((alice, bob), channel_id, "19.5")  # Bob at 5: red, a margin call due
+    await mark((alice, bob), channel_id, "19.5")
     channel = await Channel.objects.aget(channel_id=channel_id)
     assert await database_sync_to_async(margin_calls.start)(channel_pk=channel.pk) is None  # it cannot start yet
-    reason = (await Channel.objects.aget(pk=channel.pk)).margin_call_error
-    assert "escrow is not available" in reason
+    return alice, await Channel.objects.aget(pk=channel.pk)
 
-    # Alice closes her position at the mark: the channel's closed PnL changes, Bob stays at 5, in red
-    await alice.record(channel_id, external_id="close", direction="sell", amount="10", price="19.5")
+
+async def close_alices_position(alice, channel: Channel) -> Channel:
+    """Alice closes her position at the mark: the channel's closed PnL changes (the trade writes the channel's
+    fields back), Bob stays at 5, in red."""
+    await alice.record(channel.channel_id, external_id="close", direction="sell", amount="10", price="19.5")
     channel = await Channel.objects.aget(pk=channel.pk)
     assert channel.closed_pnl == Decimal("95") and channel.responder_zone == "red"
-    assert channel.margin_call_due_at is not None and channel.margin_call_error == reason
+    return channel
+
+
+async def test_a_trade_in_red_keeps_the_reason_the_margin_call_waits(waiting_margin_call):
+    """The trade path writes the channel's fields in one statement; the one it does not change (why the forced
+    settlement could not start) stays as the worker wrote it, for the back office to show."""
+    alice, waiting = waiting_margin_call
+    assert "escrow is not available" in waiting.margin_call_error
+    channel = await close_alices_position(alice, waiting)
+    assert channel.margin_call_due_at is not None and channel.margin_call_error == waiting.margin_call_error
 
 
 @database_sync_to_async
@@ -268,26 +280,17 @@ def set_database_time_zone(zone: str | None) -> None:
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL server's zone for its sessions")
-async def test_a_trade_keeps_the_margin_calls_time_whatever_the_database_servers_zone(long_ten, settings):
+async def test_a_trade_keeps_the_margin_calls_time_whatever_the_database_servers_zone(waiting_margin_call):
     """Django's loader reads a ``timestamptz`` as UTC because Django sets each of its connections' zone to UTC; the
     trade path's own connections (channels_app/aiodb.py) must be set so too, or the due time the lock reads and the
     trade writes back moves by the server's offset with every trade that changes the channel."""
-    settings.SETTLEMENT_WORKER_IN_PROCESS = False
-    settings.MARGIN_FORCED_SETTLEMENT_METHOD = "escrow"  # no chain configured here: the margin call stays due
-    alice, bob, channel_id = long_ten
+    alice, waiting = waiting_margin_call
+    assert waiting.margin_call_due_at is not None
     await set_database_time_zone("America/New_York")
     try:
         await aiodb.close()  # the trade path's next connections are new sessions, in that zone
-        await mark((alice, bob), channel_id, "19.5")  # Bob in red: a margin call due
-        channel = await Channel.objects.aget(channel_id=channel_id)
-        await database_sync_to_async(margin_calls.start)(channel_pk=channel.pk)
-        due = (await Channel.objects.aget(pk=channel.pk)).margin_call_due_at
-        assert due is not None
-
-        await alice.record(channel_id, external_id="close", direction="sell", amount="10", price="19.5")
-        channel = await Channel.objects.aget(pk=channel.pk)
-        assert channel.closed_pnl == Decimal("95")  # the trade wrote the channel's fields back
-        assert channel.margin_call_due_at == due
+        channel = await close_alices_position(alice, waiting)
+        assert channel.margin_call_due_at == waiting.margin_call_due_at
     finally:
         await set_database_time_zone(None)
         await aiodb.close()
