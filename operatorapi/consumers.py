@@ -28,7 +28,7 @@ from channels_app.errors import DomainError
 from channels_app.identity import operator_keys
 from channels_app.services import auth, channels, presence, tokens, trades
 from operatorapi import heartbeat, payloads, schemas, shutdown
-from operatorapi.dbthreads import in_turn, on_thread_of
+from operatorapi.dbthreads import in_turn, on_thread_of, to_the_end
 from operatorapi.dispatch import NoDatabaseDispatchMixin
 from operatorapi.errors import ErrorCode, ProtocolError, error_frame
 from operatorapi.events import Event
@@ -302,12 +302,16 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
         return {"channel_id": recorded.channel.channel_id, "external_ids": recorded.external_ids}
 
     async def recording(self, channel_id: str, items: list[trades.TradeInput]) -> trades.Recorded:
-        """On the event loop where the database allows it (channels_app/aiodb.py), else on the channel's thread."""
+        """On the event loop where the database allows it (channels_app/aiodb.py), else on the channel's thread;
+        either way to its end, notifications included, if the server cancels the request meanwhile."""
         if aiodb.enabled():
-            async with in_turn(channel_id):
-                return await trades.arecord_trades(peer=self.peer, channel_id=channel_id, trades=items)
+            return await to_the_end(self.recording_in_turn(channel_id, items))
         return await on_thread_of(channel_id, trades.record_trades)(peer=self.peer, channel_id=channel_id,
                                                                     trades=items)
+
+    async def recording_in_turn(self, channel_id: str, items: list[trades.TradeInput]) -> trades.Recorded:
+        async with in_turn(channel_id):
+            return await trades.arecord_trades(peer=self.peer, channel_id=channel_id, trades=items)
 
     async def positions(self, reqid, data):
         role, book = await on_thread_of(data.channel_id, selectors.live_positions)(

@@ -12,10 +12,11 @@ peer address) maps to one of ``DB_THREADS`` single-thread executors:
 SQLite has one writer: it gets one thread, as before.
 
 The trade path on PostgreSQL does without the thread (channels_app/aiodb.py); ``in_turn`` keeps its requests on one
-channel in order as the channel's thread would.
+channel in order as the channel's thread would, and ``to_the_end`` runs them to their end as the thread would.
 """
 import asyncio
 import functools
+import logging
 import weakref
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,10 @@ from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from channels_app.errors import DomainError
 from operatorapi.compat import pool_check
+
+logger = logging.getLogger(__name__)
 
 
 @cache
@@ -72,3 +76,27 @@ async def in_turn(key: str):
         lock = _turns[key.lower()] = asyncio.Lock()
     async with lock:
         yield
+
+
+async def to_the_end(work):
+    """The result of the coroutine ``work``, run as a task of its own that goes on if the caller is cancelled, as
+    work handed to a database thread does (asgiref shields it).
+
+    Daphne cancels a connection's request 10 s after its client left (``application_close_timeout``) and at the end
+    of a shutdown's grace. A trade cancelled while its COMMIT was on its way was stored, and its notices were never
+    published: its parties did not hear of it (tests/test_notifications.py). Run to the end it commits (or is
+    refused) and publishes; only its reply has nobody to go to.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_left_behind)
+        raise
+
+
+def _left_behind(task: asyncio.Task) -> None:
+    """``to_the_end``'s task ended after its caller had gone: nobody awaits its outcome, so a failure is logged here
+    (a refusal is an answer for a client that is no longer there, not a failure)."""
+    if not task.cancelled() and (exc := task.exception()) is not None and not isinstance(exc, DomainError):
+        logger.error("a request went on after the server cancelled it, and failed", exc_info=exc)

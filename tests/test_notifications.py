@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from tests.client import SUBSCRIPTION_REQID
+from tests.client import SUBSCRIPTION_REQID, trade
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -130,3 +130,31 @@ async def test_on_redis_connections_come_and_go_without_subscribing_and_their_me
         assert (await clients[2].ok("channels"))["data"] == {"channels": []}  # the others are untouched
     finally:
         await watcher.aclose()
+
+
+async def test_a_trade_the_server_cancels_while_it_is_being_written_is_stored_and_its_parties_hear_of_it(
+        pair, monkeypatch):
+    """Daphne cancels a connection's request 10 s after its client left, and at the end of a shutdown's grace. A
+    trade it cancels while its transaction is on its way to the database still commits and is announced, on either
+    path (operatorapi.dbthreads.to_the_end): its parties' books follow what is stored. (Until 2026-11-29, on the
+    event loop's trade path, a trade cancelled while its COMMIT was on its way was stored and never announced.)"""
+    from channels.db import database_sync_to_async
+
+    from channels_app.models import Trade
+    from channels_app.services import trades
+
+    alice, bob, channel_id = pair
+    loop = asyncio.get_running_loop()
+    decide = trades.decide
+
+    def decided_then_cancelled(**kwargs):  # the store comes next: the server gives up on alice's request meanwhile
+        loop.call_soon_threadsafe(alice.comm.future.cancel)
+        return decide(**kwargs)
+
+    monkeypatch.setattr(trades, "decide", decided_then_cancelled)
+    await alice.send("record_trade", trade(channel_id, external_id="cut", amount="2", price="10"))
+    note = await bob.notification("position_notification", timeout=5)
+    assert (note["data"]["direction"], note["data"]["amount"]) == ("sell", "2")
+    assert alice.comm.future.cancelled()  # alice's request was cancelled indeed: she got no reply
+    stored = await database_sync_to_async(Trade.objects.filter(channel__channel_id=channel_id).count)()
+    assert stored == 1
