@@ -357,7 +357,7 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
         try:  # the proposal is committed and answered; acceptance follows, then the payment worker's steps
             await on_thread_of(data.channel_id, settlement_services.apply_accept_policy)(settlement_pk=settlement.pk)
         except Exception:
-            logger.exception("settlement %s: the acceptance policy failed; left proposed for back office",
+            logger.exception("settlement %s: the acceptance policy failed; the payment worker's round accepts it",
                              settlement.pk)
         return NO_REPLY
 

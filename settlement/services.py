@@ -4,9 +4,11 @@
 and when, applies the side effects on positions and channel, and queues the notifications. The protocol path,
 the admin and management commands all go through it.
 """
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from channels_app import accounting, selectors
 from channels_app.errors import Code, DomainError, channel_not_found
@@ -226,18 +228,40 @@ def _unfreeze(settlement: Settlement) -> None:
 PAYMENT_STATES = frozenset({S.ACCEPTED, S.INITIATED, S.PREPARED, S.EXECUTED})
 
 
+POLICY_NOTE = "accepted by the operator's policy"
+POLICY_BACKSTOP_SECONDS = 2  # a proposal the ``auto`` policy has not accepted this long after: the worker accepts it
+
+
 def apply_accept_policy(*, settlement_pk: int) -> Settlement:
     """The counterparty's acceptance: given at once by the ``auto`` policy, else left to back office. Acceptance
-    only records the intent: the payment worker takes an accepted settlement from there."""
+    only records the intent: the payment worker takes an accepted settlement from there. A settlement no longer
+    proposed (the worker's round accepted it, a clerk rejected it) is left as it is."""
+    if settings.SETTLEMENT_ACCEPT_POLICY == "auto":
+        advance(settlement_pk=settlement_pk, expected=S.PROPOSED, target=S.ACCEPTED, note=POLICY_NOTE)
+    return Settlement.objects.get(pk=settlement_pk)
+
+
+def accept_left_proposed() -> int:
+    """(the payment worker's round) Under the ``auto`` policy, the proposals it has not accepted
+    ``POLICY_BACKSTOP_SECONDS`` after their last change, accepted now; how many.
+
+    The policy's acceptance is a transaction of its own after the proposal's (the reply to ``request_settlement``
+    goes between them; a margin call's, a retry's, a ``settle`` command's follow theirs). A process that stopped in
+    between, or an acceptance that failed, left the settlement proposed, its positions frozen and its channel
+    settling, until a clerk came. So do proposals made while the policy was ``manual``, once it is ``auto``.
+    """
     if settings.SETTLEMENT_ACCEPT_POLICY != "auto":
-        return Settlement.objects.get(pk=settlement_pk)
-    return transition(settlement_pk=settlement_pk, target=S.ACCEPTED, actor=OPERATOR_ACTOR,
-                      note="accepted by the operator's policy")
+        return 0
+    since = timezone.now() - timedelta(seconds=POLICY_BACKSTOP_SECONDS)
+    left = Settlement.objects.filter(state=S.PROPOSED, updated_at__lte=since).order_by("pk").values_list(
+        "pk", flat=True)
+    return sum(advance(settlement_pk=pk, expected=S.PROPOSED, target=S.ACCEPTED, note=POLICY_NOTE) for pk in left)
 
 
 def advance(*, settlement_pk: int, expected: SettlementState, target: SettlementState, note: str = "") -> bool:
-    """The worker's move: ``expected`` -> ``target`` if the settlement is still ``expected`` (a clerk may have
-    failed it meanwhile); False if it was not. Clears the worker's retry bookkeeping."""
+    """The operator's move (the payment worker's, the acceptance policy's): ``expected`` -> ``target`` if the
+    settlement is still ``expected`` (a clerk may have failed it meanwhile); False if it was not. Clears the
+    worker's retry bookkeeping."""
     with transaction.atomic():
         settlement = Settlement.objects.select_for_update().select_related(
             "channel", "channel__initiator", "channel__responder").get(pk=settlement_pk)

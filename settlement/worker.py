@@ -78,9 +78,11 @@ class PaymentWorker:
 
         The lease is taken (or renewed) only when there is work, so an idle worker writes nothing. First, the
         round's database-only duties, which need no lease (each is idempotent under row locks): channel proposals
-        past their time expire, and due margin calls start their forced settlements."""
+        past their time expire, due margin calls start their forced settlements, and under the ``auto`` policy a
+        settlement left proposed is accepted (``services.accept_left_proposed``)."""
         channels.expire_proposals()
         margin_calls.start_due()
+        services.accept_left_proposed()
         due = list(Settlement.objects.filter(state__in=PAYMENT_STATES).filter(
             Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=timezone.now())).order_by("id").values_list(
             "pk", flat=True))

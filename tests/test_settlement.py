@@ -55,6 +55,27 @@ async def test_mock_settlement_runs_from_proposed_to_completed_and_pays_the_pnl(
     await alice.record(channel_id, external_id="4")  # trading goes on
 
 
+async def test_a_settlement_the_policy_did_not_get_to_accept_is_accepted_by_the_workers_next_round(pair, monkeypatch):
+    """Under the ``auto`` policy the acceptance is a transaction of its own, after the proposal's and its reply. A
+    process that stopped in between (here: the request's acceptance fails) left the settlement proposed, its
+    positions frozen and its channel settling, until a clerk came. The payment worker's round now accepts a
+    proposal left so (settlement.services.accept_left_proposed), and the payment goes on."""
+    alice, bob, channel_id = pair
+    await alice.record(channel_id, external_id="1", amount="2", price="100")
+
+    def stopped_here(**kwargs):
+        raise RuntimeError("the process stopped between the proposal and its acceptance")
+
+    monkeypatch.setattr(engine, "apply_accept_policy", stopped_here)  # the request's own acceptance
+    await alice.ok("request_settlement", settle(channel_id))
+    for client in (alice, bob):
+        states, _ = await states_seen(client, "completed")
+        assert states == ALL_STATES
+    accepted = await (await Settlement.objects.aget()).transitions.aget(to_state="accepted")
+    assert (accepted.actor, accepted.note) == ("operator", engine.POLICY_NOTE)
+    assert (await Channel.objects.aget()).status == "opened"
+
+
 async def test_positions_in_settlement_are_frozen_and_new_trades_open_a_new_position(pair, settings):
     alice, bob, channel_id = pair
     await alice.record(channel_id, external_id="1", direction="buy", amount="2", price="100")
