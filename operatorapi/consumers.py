@@ -59,6 +59,7 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
     subscription_reqid: int | None = None
     handling = False  # a request is being handled (graceful shutdown closes after its reply; notifications wait)
     going_away = False  # closed for shutdown: frames still arriving are not processed
+    left = False  # ``leave`` has begun: what the connection held is being given up
 
     # --- connection lifecycle -------------------------------------------------------------------------------
     async def __call__(self, scope, receive, send):
@@ -68,6 +69,8 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
             requests = getattr(self, "requests", None)
             if requests is not None and not requests.done():
                 requests.cancel()
+            if requests is not None and not self.left:  # and what ``disconnect`` did not get to undo
+                await to_the_end(self.leave())
 
     async def connect(self):
         self.frames: asyncio.Queue = asyncio.Queue()  # received, not handled yet (``handle_requests``)
@@ -93,12 +96,20 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
         self.auth_timer.cancel()
         self.frames.put_nowait(END_OF_FRAMES)  # frames received before the close are handled first, as before it
         await self.requests
+        await to_the_end(self.leave())  # once begun, whatever comes
+
+    async def leave(self) -> None:
+        """Undo what the connection holds: its group, its presence row, its place among the process's connections.
+        Called by ``disconnect`` and, when the server cancelled the connection before that was done (Daphne does,
+        10 s after the client left, if its last requests still run), by ``__call__``: else the presence row stayed,
+        renewed by this process's heartbeat for its whole life, counted against ``MAX_CONNECTIONS_PER_PEER``, and a
+        draining process waited its full grace for the connection."""
+        self.left = True
         try:
-            if self.peer is None:
-                return
-            if self.subscription_reqid is not None:
-                await self.channel_layer.group_discard(peer_group(self.peer.address), self.channel_name)
-            await on_thread_of(self.peer.address, presence.disconnected)(channel_name=self.channel_name)
+            if self.peer is not None:
+                if self.subscription_reqid is not None:
+                    await self.channel_layer.group_discard(peer_group(self.peer.address), self.channel_name)
+                await on_thread_of(self.peer.address, presence.disconnected)(channel_name=self.channel_name)
         finally:
             shutdown.unregister(self)  # after the presence row is gone: a draining process waits for this
 

@@ -82,10 +82,11 @@ async def to_the_end(work):
     """The result of the coroutine ``work``, run as a task of its own that goes on if the caller is cancelled, as
     work handed to a database thread does (asgiref shields it).
 
-    Daphne cancels a connection's request 10 s after its client left (``application_close_timeout``) and at the end
-    of a shutdown's grace. A trade cancelled while its COMMIT was on its way was stored, and its notices were never
+    Daphne cancels a connection 10 s after its client left (``application_close_timeout``) and at the end of a
+    shutdown's grace. A trade cancelled while its COMMIT was on its way was stored, and its notices were never
     published: its parties did not hear of it (tests/test_notifications.py). Run to the end it commits (or is
-    refused) and publishes; only its reply has nobody to go to.
+    refused) and publishes; only its reply has nobody to go to. So does the connection's own end (its presence row,
+    ``OperatorConsumer.leave``).
     """
     task = asyncio.ensure_future(work)
     try:

@@ -194,3 +194,32 @@ async def test_a_closed_connection_gives_up_its_presence_without_a_hop_to_asgire
         await asyncio.sleep(0.05)
     assert not await PeerConnection.objects.acount()
     assert hops == []
+
+
+async def test_a_connection_the_server_cancels_before_it_has_closed_gives_up_its_presence(connect):
+    """Daphne cancels a connection 10 s after its client left if the application has not ended by then: here its
+    last request is still waiting for its database thread. Its presence row goes all the same. Before 2026-11-29 the
+    row stayed, renewed by the process's heartbeat for its whole life, counted against MAX_CONNECTIONS_PER_PEER and
+    shown as connected on the dashboard."""
+    import threading
+
+    from operatorapi.dbthreads import on_thread_of
+
+    client = await connect()
+    assert await PeerConnection.objects.filter(peer__address=client.address).aexists()
+    gate = threading.Event()
+    held = asyncio.ensure_future(on_thread_of(client.address, gate.wait)())  # the thread of its next request
+    try:
+        await client.send("channels", {})  # waits for that thread
+        await client.comm.send_input({"type": "websocket.disconnect", "code": 1000})  # the client leaves
+        await asyncio.sleep(0.2)  # disconnect waits for the request
+        client.comm.future.cancel()  # the server gives up on the connection
+        await asyncio.sleep(0.2)
+    finally:
+        gate.set()
+        await held
+    for _ in range(50):
+        if not await PeerConnection.objects.filter(peer__address=client.address).aexists():
+            break
+        await asyncio.sleep(0.05)
+    assert not await PeerConnection.objects.filter(peer__address=client.address).aexists()
