@@ -60,6 +60,7 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
     handling = False  # a request is being handled (graceful shutdown closes after its reply; notifications wait)
     going_away = False  # closed for shutdown: frames still arriving are not processed
     left = False  # ``leave`` has begun: what the connection held is being given up
+    signing_in = False  # an ``authenticate`` is on its database thread
 
     # --- connection lifecycle -------------------------------------------------------------------------------
     async def __call__(self, scope, receive, send):
@@ -103,13 +104,17 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
         Called by ``disconnect`` and, when the server cancelled the connection before that was done (Daphne does,
         10 s after the client left, if its last requests still run), by ``__call__``: else the presence row stayed,
         renewed by this process's heartbeat for its whole life, counted against ``MAX_CONNECTIONS_PER_PEER``, and a
-        draining process waited its full grace for the connection."""
+        draining process waited its full grace for the connection. Cancelled while its sign-in was still on its
+        database thread, it had no peer yet, and the row the sign-in then wrote stayed the same way: the deletion
+        goes to that thread, after the sign-in."""
         self.left = True
         try:
             if self.peer is not None:
                 if self.subscription_reqid is not None:
                     await self.channel_layer.group_discard(peer_group(self.peer.address), self.channel_name)
                 await on_thread_of(self.peer.address, presence.disconnected)(channel_name=self.channel_name)
+            elif self.signing_in:
+                await on_thread_of(self.channel_name, presence.disconnected)(channel_name=self.channel_name)
         finally:
             shutdown.unregister(self)  # after the presence row is gone: a draining process waits for this
 
@@ -251,9 +256,11 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
             raise ProtocolError(ErrorCode.ALREADY_AUTHENTICATED, "this connection is already authenticated")
         outstanding, self.challenge = self.challenge, None  # single-use, whatever the outcome
         checked = self.check_credentials(outstanding, frame)  # here, not on the database thread (no I/O)
+        self.signing_in = True  # stays so if the connection is cancelled meanwhile (``leave``)
         try:
             self.peer = await on_thread_of(self.channel_name, self.sign_in)(checked)
         except (ProtocolError, DomainError) as exc:
+            self.signing_in = False
             if isinstance(exc, DomainError):
                 exc = ProtocolError.from_domain(exc)
             await self.send_error(reqid, exc.code, exc.message)
@@ -266,6 +273,7 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
             else:
                 await self.send_challenge(reqid)
             return
+        self.signing_in = False
         self.auth_failures = 0
         self.auth_timer.cancel()
         await self.reply(reqid, Event.AUTHENTICATE)

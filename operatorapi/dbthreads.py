@@ -80,7 +80,7 @@ async def in_turn(key: str):
 
 async def to_the_end(work):
     """The result of the coroutine ``work``, run as a task of its own that goes on if the caller is cancelled, as
-    work handed to a database thread does (asgiref shields it).
+    work a database thread has begun does (asgiref lets it end).
 
     Daphne cancels a connection 10 s after its client left (``application_close_timeout``) and at the end of a
     shutdown's grace. A trade cancelled while its COMMIT was on its way was stored, and its notices were never

@@ -223,3 +223,45 @@ async def test_a_connection_the_server_cancels_before_it_has_closed_gives_up_its
             break
         await asyncio.sleep(0.05)
     assert not await PeerConnection.objects.filter(peer__address=client.address).aexists()
+
+
+async def test_a_connection_the_server_cancels_while_it_signs_in_leaves_no_presence_behind(connect, monkeypatch):
+    """The same, cancelled while its sign-in runs on its database thread (slow: waiting for the peer's row lock,
+    say): the sign-in runs to its end and writes the row (work a thread has begun is not stopped); the connection's
+    end deletes it after, on that thread."""
+    import threading
+
+    from channels_app.services import auth
+
+    gate, started = threading.Event(), threading.Event()
+    sign_in = auth.sign_in
+
+    def slow_sign_in(**kwargs):
+        started.set()
+        gate.wait()
+        return sign_in(**kwargs)
+
+    monkeypatch.setattr(auth, "sign_in", slow_sign_in)
+    client = await connect(login=False)
+    try:
+        await client.send("authenticate", {"challenge": client.challenge,
+                                           "signature": sign(client.account, client.challenge)})
+        assert await asyncio.to_thread(started.wait, 3)
+        await client.comm.send_input({"type": "websocket.disconnect", "code": 1000})
+        await asyncio.sleep(0.2)
+        client.comm.future.cancel()  # the server gives up on the connection
+        await asyncio.sleep(0.2)
+    finally:
+        gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await client.comm.future
+    for _ in range(60):  # the sign-in ends once let go
+        if await Peer.objects.filter(address=client.address).aexists():
+            break
+        await asyncio.sleep(0.05)
+    assert await Peer.objects.filter(address=client.address).aexists()  # signed in after all
+    for _ in range(60):
+        if not await PeerConnection.objects.filter(peer__address=client.address).aexists():
+            break
+        await asyncio.sleep(0.05)
+    assert not await PeerConnection.objects.filter(peer__address=client.address).aexists()
