@@ -36,6 +36,9 @@ class Settlement(models.Model):
     ledger = models.JSONField(help_text="Per QUOTE asset: what each side owes the other (net), decimal strings")
     positions = models.ManyToManyField(Position, related_name="settlements", blank=True)
     state = models.CharField(max_length=16, choices=SettlementState.choices, default=SettlementState.PROPOSED)
+    accept_by_policy = models.BooleanField(
+        default=False, help_text="Made under the auto acceptance policy: the operator accepts it (at once, or the "
+        "payment worker's next round if that was cut off)")
     payment_reference = models.CharField(max_length=200, blank=True, help_text="From the payment method")
     escrow = models.JSONField(
         null=True, blank=True, help_text="The escrow as brokers see it (docs/escrow.md section 4): contract, id, "

@@ -112,6 +112,7 @@ def _propose(channel: Channel, *, payment_method: str, chain_id: int, markets: l
         chain_id=chain_id,
         markets=list(markets),
         ledger=build_ledger(pnl_by_market),
+        accept_by_policy=settings.SETTLEMENT_ACCEPT_POLICY == "auto",  # the intent, kept for the worker
     )
     settlement.positions.set(frozen + flat)
     SettlementTransition.objects.create(settlement=settlement, to_state=S.PROPOSED, actor=actor, note=note)
@@ -233,28 +234,31 @@ POLICY_BACKSTOP_SECONDS = 2  # a proposal the ``auto`` policy has not accepted t
 
 
 def apply_accept_policy(*, settlement_pk: int) -> Settlement:
-    """The counterparty's acceptance: given at once by the ``auto`` policy, else left to back office. Acceptance
-    only records the intent: the payment worker takes an accepted settlement from there. A settlement no longer
-    proposed (the worker's round accepted it, a clerk rejected it) is left as it is."""
-    if settings.SETTLEMENT_ACCEPT_POLICY == "auto":
+    """The counterparty's acceptance: given at once to a settlement proposed under the ``auto`` policy
+    (``accept_by_policy``), else left to back office. Acceptance only records the intent: the payment worker takes
+    an accepted settlement from there. A settlement no longer proposed (the worker's round accepted it, a clerk
+    rejected it) is left as it is."""
+    settlement = Settlement.objects.get(pk=settlement_pk)
+    if settlement.accept_by_policy and settlement.state == S.PROPOSED:
         advance(settlement_pk=settlement_pk, expected=S.PROPOSED, target=S.ACCEPTED, note=POLICY_NOTE)
-    return Settlement.objects.get(pk=settlement_pk)
+        settlement.refresh_from_db()
+    return settlement
 
 
 def accept_left_proposed() -> int:
-    """(the payment worker's round) Under the ``auto`` policy, the proposals it has not accepted
+    """(the payment worker's round) The settlements proposed under the ``auto`` policy and not accepted
     ``POLICY_BACKSTOP_SECONDS`` after their last change, accepted now; how many.
 
     The policy's acceptance is a transaction of its own after the proposal's (the reply to ``request_settlement``
     goes between them; a margin call's, a retry's, a ``settle`` command's follow theirs). A process that stopped in
     between, or an acceptance that failed, left the settlement proposed, its positions frozen and its channel
-    settling, until a clerk came. So do proposals made while the policy was ``manual``, once it is ``auto``.
+    settling, until a clerk came. The proposal records the policy it was made under (``accept_by_policy``): one made
+    while the policy was ``manual`` waits for its clerk whatever the policy is later (its ledger is at the marks of
+    its day, for the clerk to judge).
     """
-    if settings.SETTLEMENT_ACCEPT_POLICY != "auto":
-        return 0
     since = timezone.now() - timedelta(seconds=POLICY_BACKSTOP_SECONDS)
-    left = Settlement.objects.filter(state=S.PROPOSED, updated_at__lte=since).order_by("pk").values_list(
-        "pk", flat=True)
+    left = Settlement.objects.filter(state=S.PROPOSED, accept_by_policy=True, updated_at__lte=since).order_by(
+        "pk").values_list("pk", flat=True)
     return sum(advance(settlement_pk=pk, expected=S.PROPOSED, target=S.ACCEPTED, note=POLICY_NOTE) for pk in left)
 
 

@@ -76,6 +76,21 @@ async def test_a_settlement_the_policy_did_not_get_to_accept_is_accepted_by_the_
     assert (await Channel.objects.aget()).status == "opened"
 
 
+async def test_a_settlement_proposed_under_the_manual_policy_waits_for_its_clerk_when_the_policy_is_auto_later(
+        pair, settings):
+    """Its ledger is at the marks of the day it was proposed: the worker's round accepts only what was proposed under
+    the ``auto`` policy."""
+    import asyncio
+
+    alice, bob, channel_id = pair
+    await alice.record(channel_id, external_id="1", amount="2", price="100")
+    settings.SETTLEMENT_ACCEPT_POLICY = "manual"
+    await alice.ok("request_settlement", settle(channel_id))
+    settings.SETTLEMENT_ACCEPT_POLICY = "auto"
+    await asyncio.sleep(engine.POLICY_BACKSTOP_SECONDS + 1)  # past the worker's rounds that would accept it
+    assert (await Settlement.objects.aget()).state == "proposed"
+
+
 async def test_positions_in_settlement_are_frozen_and_new_trades_open_a_new_position(pair, settings):
     alice, bob, channel_id = pair
     await alice.record(channel_id, external_id="1", direction="buy", amount="2", price="100")

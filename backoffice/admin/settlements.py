@@ -127,7 +127,7 @@ class SettlementAdmin(ReadOnlyAdmin):
     search_fields = ["channel__channel_id", "channel__initiator__address", "channel__responder__address"]
     list_select_related = ["channel", "requested_by"]
     date_hierarchy = "created_at"
-    fields = ["channel", STATE, METHOD, "chain_id", "markets_list", "ledger_table", "requested_by",
+    fields = ["channel", STATE, METHOD, "chain_id", "markets_list", "ledger_table", "requested_by", "accept_by_policy",
               "payment_reference", CREATED, UPDATED]
     escrow_fields = ["escrow_panel"]
     worker_fields = ["last_error_text", "attempts", "next_attempt"]
