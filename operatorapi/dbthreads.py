@@ -100,4 +100,4 @@ def _left_behind(task: asyncio.Task) -> None:
     """``to_the_end``'s task ended after its caller had gone: nobody awaits its outcome, so a failure is logged here
     (a refusal is an answer for a client that is no longer there, not a failure)."""
     if not task.cancelled() and (exc := task.exception()) is not None and not isinstance(exc, DomainError):
-        logger.error("a request went on after the server cancelled it, and failed", exc_info=exc)
+        logger.error("work went on after the server cancelled its connection, and failed", exc_info=exc)
