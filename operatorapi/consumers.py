@@ -104,16 +104,14 @@ class OperatorConsumer(NoDatabaseDispatchMixin, AsyncJsonWebsocketConsumer):
         Called by ``disconnect`` and, when the server cancelled the connection before that was done (Daphne does,
         10 s after the client left, if its last requests still run), by ``__call__``: else the presence row stayed,
         renewed by this process's heartbeat for its whole life, counted against ``MAX_CONNECTIONS_PER_PEER``, and a
-        draining process waited its full grace for the connection. Cancelled while its sign-in was still on its
-        database thread, it had no peer yet, and the row the sign-in then wrote stayed the same way: the deletion
-        goes to that thread, after the sign-in."""
+        draining process waited its full grace for the connection. The row is deleted on the thread its sign-in ran
+        on, after it: a connection cancelled while its sign-in ran has no peer yet, and the sign-in writes the row
+        all the same."""
         self.left = True
         try:
-            if self.peer is not None:
-                if self.subscription_reqid is not None:
-                    await self.channel_layer.group_discard(peer_group(self.peer.address), self.channel_name)
-                await on_thread_of(self.peer.address, presence.disconnected)(channel_name=self.channel_name)
-            elif self.signing_in:
+            if self.peer is not None and self.subscription_reqid is not None:
+                await self.channel_layer.group_discard(peer_group(self.peer.address), self.channel_name)
+            if self.peer is not None or self.signing_in:
                 await on_thread_of(self.channel_name, presence.disconnected)(channel_name=self.channel_name)
         finally:
             shutdown.unregister(self)  # after the presence row is gone: a draining process waits for this

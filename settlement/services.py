@@ -240,7 +240,7 @@ def apply_accept_policy(*, settlement_pk: int) -> Settlement:
     rejected it) is left as it is."""
     settlement = Settlement.objects.get(pk=settlement_pk)
     if settlement.accept_by_policy and settlement.state == S.PROPOSED:
-        advance(settlement_pk=settlement_pk, expected=S.PROPOSED, target=S.ACCEPTED, note=POLICY_NOTE)
+        _accept_by_policy(settlement_pk)
         settlement.refresh_from_db()
     return settlement
 
@@ -259,7 +259,11 @@ def accept_left_proposed() -> int:
     since = timezone.now() - timedelta(seconds=POLICY_BACKSTOP_SECONDS)
     left = Settlement.objects.filter(state=S.PROPOSED, accept_by_policy=True, updated_at__lte=since).order_by(
         "pk").values_list("pk", flat=True)
-    return sum(advance(settlement_pk=pk, expected=S.PROPOSED, target=S.ACCEPTED, note=POLICY_NOTE) for pk in left)
+    return sum(_accept_by_policy(pk) for pk in left)
+
+
+def _accept_by_policy(settlement_pk: int) -> bool:
+    return advance(settlement_pk=settlement_pk, expected=S.PROPOSED, target=S.ACCEPTED, note=POLICY_NOTE)
 
 
 def advance(*, settlement_pk: int, expected: SettlementState, target: SettlementState, note: str = "") -> bool:

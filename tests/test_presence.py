@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import socket
+import threading
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -48,6 +49,31 @@ def statements():
         yield done
     done += [q["sql"] for q in captured.captured_queries
              if q["sql"].split()[0].upper() not in ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE")]
+
+
+async def eventually(check, seconds: float = 3) -> bool:
+    """Whether the awaitable-returning ``check()`` comes true within ``seconds`` (the server acts after the test's
+    step returns)."""
+    for _ in range(int(seconds / 0.05)):
+        if await check():
+            return True
+        await asyncio.sleep(0.05)
+    return await check()
+
+
+async def _no_rows(address: str | None = None) -> bool:
+    """No presence row (of ``address``'s peer, if given)."""
+    rows = PeerConnection.objects.all() if address is None else PeerConnection.objects.filter(peer__address=address)
+    return not await rows.aexists()
+
+
+async def left_then_cancelled(client) -> None:
+    """The client leaves; the server gives up on the connection while its ``disconnect`` still waits (Daphne does,
+    ``application_close_timeout`` after the client left)."""
+    await client.comm.send_input({"type": "websocket.disconnect", "code": 1000})
+    await asyncio.sleep(0.2)
+    client.comm.future.cancel()
+    await asyncio.sleep(0.2)
 
 
 async def refused(client) -> dict:
@@ -104,11 +130,7 @@ async def test_the_heartbeat_renews_a_connections_lease_while_it_stays(connect, 
     assert await sync_to_async(selectors.online_peer_count)() == 1  # still counted
     assert (await client.ok("channels"))["data"] == {"channels": []}
     await client.close()
-    for _ in range(50):  # the server removes the row once it has seen the close
-        if not await PeerConnection.objects.acount():
-            break
-        await asyncio.sleep(0.05)
-    assert not await PeerConnection.objects.acount()
+    assert await eventually(_no_rows)  # the server removes the row once it has seen the close
 
 
 def test_renew_extends_only_its_own_process_rows_in_one_update_and_sweeps_long_expired_ones(
@@ -188,11 +210,7 @@ async def test_a_closed_connection_gives_up_its_presence_without_a_hop_to_asgire
     client = await connect()
     assert await PeerConnection.objects.filter(peer__address=client.address).aexists()
     await client.close()
-    for _ in range(50):
-        if not await PeerConnection.objects.acount():
-            break
-        await asyncio.sleep(0.05)
-    assert not await PeerConnection.objects.acount()
+    assert await eventually(_no_rows)
     assert hops == []
 
 
@@ -201,8 +219,6 @@ async def test_a_connection_the_server_cancels_before_it_has_closed_gives_up_its
     last request is still waiting for its database thread. Its presence row goes all the same. Before 2026-11-29 the
     row stayed, renewed by the process's heartbeat for its whole life, counted against MAX_CONNECTIONS_PER_PEER and
     shown as connected on the dashboard."""
-    import threading
-
     from operatorapi.dbthreads import on_thread_of
 
     client = await connect()
@@ -210,27 +226,18 @@ async def test_a_connection_the_server_cancels_before_it_has_closed_gives_up_its
     gate = threading.Event()
     held = asyncio.ensure_future(on_thread_of(client.address, gate.wait)())  # the thread of its next request
     try:
-        await client.send("channels", {})  # waits for that thread
-        await client.comm.send_input({"type": "websocket.disconnect", "code": 1000})  # the client leaves
-        await asyncio.sleep(0.2)  # disconnect waits for the request
-        client.comm.future.cancel()  # the server gives up on the connection
-        await asyncio.sleep(0.2)
+        await client.send("channels", {})  # waits for that thread, and disconnect for it
+        await left_then_cancelled(client)
     finally:
         gate.set()
         await held
-    for _ in range(50):
-        if not await PeerConnection.objects.filter(peer__address=client.address).aexists():
-            break
-        await asyncio.sleep(0.05)
-    assert not await PeerConnection.objects.filter(peer__address=client.address).aexists()
+    assert await eventually(lambda: _no_rows(client.address))
 
 
 async def test_a_connection_the_server_cancels_while_it_signs_in_leaves_no_presence_behind(connect, monkeypatch):
     """The same, cancelled while its sign-in runs on its database thread (slow: waiting for the peer's row lock,
     say): the sign-in runs to its end and writes the row (work a thread has begun is not stopped); the connection's
     end deletes it after, on that thread."""
-    import threading
-
     from channels_app.services import auth
 
     gate, started = threading.Event(), threading.Event()
@@ -247,21 +254,10 @@ async def test_a_connection_the_server_cancels_while_it_signs_in_leaves_no_prese
         await client.send("authenticate", {"challenge": client.challenge,
                                            "signature": sign(client.account, client.challenge)})
         assert await asyncio.to_thread(started.wait, 3)
-        await client.comm.send_input({"type": "websocket.disconnect", "code": 1000})
-        await asyncio.sleep(0.2)
-        client.comm.future.cancel()  # the server gives up on the connection
-        await asyncio.sleep(0.2)
+        await left_then_cancelled(client)
     finally:
         gate.set()
     with pytest.raises(asyncio.CancelledError):
         await client.comm.future
-    for _ in range(60):  # the sign-in ends once let go
-        if await Peer.objects.filter(address=client.address).aexists():
-            break
-        await asyncio.sleep(0.05)
-    assert await Peer.objects.filter(address=client.address).aexists()  # signed in after all
-    for _ in range(60):
-        if not await PeerConnection.objects.filter(peer__address=client.address).aexists():
-            break
-        await asyncio.sleep(0.05)
-    assert not await PeerConnection.objects.filter(peer__address=client.address).aexists()
+    assert await eventually(Peer.objects.filter(address=client.address).aexists)  # signed in after all
+    assert await eventually(lambda: _no_rows(client.address))

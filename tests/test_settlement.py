@@ -1,4 +1,6 @@
 """docs/protocol.md section 7: settlement requests, the state machine, mock and escrow payments."""
+import asyncio
+
 import pytest
 
 from channels_app.models import Channel, Position
@@ -80,8 +82,6 @@ async def test_a_settlement_proposed_under_the_manual_policy_waits_for_its_clerk
         pair, settings):
     """Its ledger is at the marks of the day it was proposed: the worker's round accepts only what was proposed under
     the ``auto`` policy."""
-    import asyncio
-
     alice, bob, channel_id = pair
     await alice.record(channel_id, external_id="1", amount="2", price="100")
     settings.SETTLEMENT_ACCEPT_POLICY = "manual"
